@@ -1,0 +1,31 @@
+# The two commands: `make demo` (the main job on the embedded default) and
+# `make test`. Both create or refresh .venv from the pinned files first.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv bench clean
+
+$(STAMP): requirements.txt requirements-test.txt setup.py
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-test.txt
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash launch/local.sh $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/train_step.py --config s --json
+	$(VENV)/bin/python benchmarks/sampling.py --json
+	$(VENV)/bin/python benchmarks/search.py --json
+
+clean:
+	rm -rf $(VENV) runs

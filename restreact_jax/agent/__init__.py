@@ -1,0 +1,1 @@
+"""restreact_jax.agent."""

@@ -1,0 +1,1 @@
+"""SeqIO task registrations (importable from gin files)."""
