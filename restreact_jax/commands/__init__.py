@@ -6,5 +6,12 @@ that any gin file can bind any command, then calls the one asked for.
 """
 
 COMMANDS: dict[str, str] = {
+    'world': 'restreact_jax.commands.world:world',
+    'search': 'restreact_jax.commands.search:search',
     'params': 'restreact_jax.commands.params:params',
+    'train': 'restreact_jax.commands.train:train',
+    'compile': 'restreact_jax.commands.compile:compile_ahead',
+    'rollout': 'restreact_jax.commands.rollout:rollout',
+    'agent': 'restreact_jax.commands.agent:agent',
+    'sample': 'restreact_jax.commands.sample:sample',
 }

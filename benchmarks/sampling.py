@@ -1,0 +1,200 @@
+"""Sampling benchmark: the engine against HF generate, recompute, static batching.
+
+  python benchmarks/sampling.py --json [--model gin/models/s.gin]
+
+One run, one machine, one set of weights: a random `LlamaForCausalLM` of the
+`--model` shape is saved with `transformers` and imported with
+`hf_import.load_hf_checkpoint`, so PyTorch and JAX decode the same model. Every
+timed run follows an identical warm-up run (compilation excluded). EOS is
+disabled so every row produces exactly its token budget. Prints one JSON object:
+
+* `vs_hf_generate`: engine tokens/s / `transformers` `generate` tokens/s
+  (PyTorch CPU, greedy, `use_cache=True`), same prompts, batch and new tokens;
+* `cache_vs_recompute`: KV-cache greedy decoding of 256 tokens / recomputing
+  the whole (length-bucketed) sequence for every new token;
+* `continuous_vs_static`: continuous batching / static batching tokens/s on a
+  mixed workload (prompts 8-96 bytes, budgets drawn from 16-256 tokens);
+* `slot_occupancy`: the continuous engine's useful fraction of slot-steps;
+* the raw tokens/s of each side, and agreement checks of the greedy tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _model_config(gin_file: str):
+  import gin
+  from restreact_jax import gin_registry  # noqa: F401  (registers models.TransformerConfig)
+  from restreact_jax import gin_utils
+  gin_utils.parse([gin_file], ['VOCAB_SIZE = 2048'])
+  value = gin.query_parameter('MODEL/macro.value')
+  return value.scoped_configurable_fn()
+
+
+def _hf_model(config, path: str):
+  """A random Llama of `config`'s shape, saved to `path`."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  hf_config = transformers.LlamaConfig(
+      vocab_size=config.vocab_size, hidden_size=config.embed_dim,
+      intermediate_size=config.mlp_dim, num_hidden_layers=config.num_layers,
+      num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
+      head_dim=config.head_dim, rms_norm_eps=config.norm_eps, rope_theta=config.rope_theta,
+      tie_word_embeddings=config.tie_embeddings, max_position_embeddings=config.max_len,
+      initializer_range=0.2)
+  model = transformers.LlamaForCausalLM(hf_config).eval()
+  model.save_pretrained(path)
+  return model
+
+
+def _timed(fn):
+  start = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - start
+
+
+def _vs_hf(hf_model, config, params, vocab, batch: int, prompt_len: int, new: int) -> dict:
+  import torch
+  from restreact_jax import engine as engine_lib
+  from restreact_jax import llm
+  rng = np.random.default_rng(0)
+  prompts = [''.join(rng.choice(list('abcdefghij klmnop'), prompt_len)) for _ in range(batch)]
+  requests = [llm.SamplingRequest(p, temperature=0.0, max_tokens=new, stop=()) for p in prompts]
+  eng = engine_lib.Engine(config, params, vocab, num_slots=batch, max_len=prompt_len + new,
+                          decode_chunk=32, bos_id=None, eos_id=-1)
+  eng.generate(requests)  # warm-up: compiles
+  ours, ours_s = _timed(lambda: eng.generate(requests))
+  ids = torch.tensor([vocab.encode(p) for p in prompts], dtype=torch.long)
+  generate = functools.partial(hf_model.generate, ids, attention_mask=torch.ones_like(ids),
+                               max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                               use_cache=True, eos_token_id=None, pad_token_id=0)
+  with torch.no_grad():
+    generate()
+    theirs, theirs_s = _timed(generate)
+  theirs = theirs[:, prompt_len:].tolist()
+  agree = np.mean([s[0].tokens == tuple(t) for s, t in zip(ours, theirs)])
+  tokens = batch * new
+  return {'ours_tokens_per_s': tokens / ours_s, 'hf_tokens_per_s': tokens / theirs_s,
+          'vs_hf_generate': (tokens / ours_s) / (tokens / theirs_s),
+          'hf_greedy_rows_identical': float(agree),
+          'hf_setting': {'batch': batch, 'prompt_len': prompt_len, 'new_tokens': new,
+                         'torch_threads': torch.get_num_threads()}}
+
+
+def _cache_vs_recompute(config, params, vocab, prompt_len: int, new: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  from restreact_jax import engine as engine_lib
+  from restreact_jax import llm
+  from restreact_jax.models import transformer
+  prompt = 'the quick brown fox jumps over the lazy dog'[:prompt_len].ljust(prompt_len, '.')
+  request = llm.SamplingRequest(prompt, temperature=0.0, max_tokens=new, stop=())
+  eng = engine_lib.Engine(config, params, vocab, num_slots=1, max_len=prompt_len + new,
+                          decode_chunk=64, bos_id=None, eos_id=-1)
+  eng.generate([request])
+  ours, ours_s = _timed(lambda: eng.generate([request]))
+
+  model = transformer.Transformer(config)
+
+  @jax.jit
+  def next_token(params, tokens_1xT, last):
+    logits, _ = model.apply({'params': params}, tokens_1xT, mode=transformer.Mode.TRAIN)
+    return jnp.argmax(logits[0, last]).astype(jnp.int32)
+
+  def recompute():
+    tokens = list(vocab.encode(prompt))
+    for _ in range(new):
+      width = -(-len(tokens) // 32) * 32  # growing, bucketed to 32: few compiled shapes
+      buf = np.zeros((1, width), np.int32)
+      buf[0, :len(tokens)] = tokens
+      tokens.append(int(next_token(params, buf, len(tokens) - 1)))
+    return tokens[prompt_len:]
+
+  recompute()
+  theirs, theirs_s = _timed(recompute)
+  return {'cache_tokens_per_s': new / ours_s, 'recompute_tokens_per_s': new / theirs_s,
+          'cache_vs_recompute': theirs_s / ours_s,
+          'recompute_tokens_identical': list(ours[0][0].tokens) == theirs,
+          'recompute_setting': {'batch': 1, 'prompt_len': prompt_len, 'new_tokens': new}}
+
+
+def _continuous_vs_static(config, params, vocab, num_requests: int, slots: int) -> dict:
+  from restreact_jax import decoding
+  from restreact_jax import engine as engine_lib
+  from restreact_jax import llm
+  from restreact_jax.models import transformer
+  rng = np.random.default_rng(1)
+  requests = [llm.SamplingRequest(''.join(rng.choice(list('abcdefgh '), int(rng.integers(8, 97)))),
+                                  temperature=0.5, max_tokens=int(rng.integers(16, 257)),
+                                  stop=(), seed=i)
+              for i in range(num_requests)]
+  max_len = 384
+  eng = engine_lib.Engine(config, params, vocab, num_slots=slots, max_len=max_len,
+                          decode_chunk=8, eos_id=-1)
+  static = decoding.StaticSampler(
+      functools.partial(engine_lib.apply_model, config),
+      lambda b, n: transformer.KVCache.init(config, b, n), vocab, max_len=max_len,
+      batch_size=slots, decode_chunk=8, eos_id=-1)
+  eng.generate(requests)
+  eng.reset_stats()
+  cont, cont_s = _timed(lambda: eng.generate(requests))
+  static.generate(params, requests)
+  stat, stat_s = _timed(lambda: static.generate(params, requests))
+  tokens = sum(r.max_tokens for r in requests)
+  assert sum(len(s[0].tokens) for s in cont) == tokens == sum(len(s[0].tokens) for s in stat)
+  same = np.mean([a[0].tokens == b[0].tokens for a, b in zip(cont, stat)])
+  return {'continuous_tokens_per_s': tokens / cont_s, 'static_tokens_per_s': tokens / stat_s,
+          'continuous_vs_static': stat_s / cont_s,
+          'slot_occupancy': eng.stats.slot_occupancy,
+          'continuous_prefill_s': eng.stats.prefill_s, 'continuous_decode_s': eng.stats.decode_s,
+          'static_vs_continuous_samples_identical': float(same),
+          'mixed_setting': {'requests': num_requests, 'slots': slots, 'tokens': tokens,
+                            'new_tokens_range': [16, 256], 'prompt_bytes_range': [8, 96]}}
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--model', default='gin/models/s.gin')
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--new_tokens', type=int, default=128)
+  parser.add_argument('--requests', type=int, default=48)
+  parser.add_argument('--json', action='store_true', help='print only the JSON result')
+  args = parser.parse_args(argv)
+
+  import seqio
+  import torch
+  from restreact_jax.models import hf_import
+  torch.set_num_threads(os.cpu_count() or 1)
+  config = _model_config(args.model)
+  vocab = seqio.ByteVocabulary()
+  with tempfile.TemporaryDirectory() as tmp:
+    hf_model = _hf_model(config, tmp)
+    config, params = hf_import.load_hf_checkpoint(tmp)
+  result = {'model': args.model, 'params_dtype': config.param_dtype}
+  steps = [('vs_hf', lambda: _vs_hf(hf_model, config, params, vocab, args.batch, 64,
+                                    args.new_tokens)),
+           ('cache', lambda: _cache_vs_recompute(config, params, vocab, 32, 256)),
+           ('mixed', lambda: _continuous_vs_static(config, params, vocab, args.requests,
+                                                   args.batch))]
+  for name, step in steps:
+    if not args.json:
+      print(f'running {name}...', file=sys.stderr)
+    result.update(step())
+  result['goals'] = {'vs_hf_generate': 3, 'cache_vs_recompute': 10, 'slot_occupancy': 0.85}
+  result['cpu_count'] = os.cpu_count()
+  print(json.dumps(result, indent=None if args.json else 2))
+  return result
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,216 @@
+"""A label-free rater: the paper's rater instructions written as explicit rules.
+
+The ranking prompt (PAPER_NOTES §4) tells the rater to filter bad actions, to
+want "relevant and grounded answers with minimal steps", to treat any empty
+element as bad, and not to assume knowledge outside what the model could see.
+`RuleRanker` applies those instructions with token overlap over the step's
+visible state only (question, earlier summaries, results on screen, selected
+links, the answer under check):
+
+* every step: unparseable or wrong-type actions and empty elements are bad;
+* decision: a query must be grounded in the question or earlier summaries;
+  repeated queries are penalised; Terminate is preferred once the summaries
+  hold an answer-like span (fewer steps), and penalised before that;
+* summarize: cited ids ⊆ selected ids ⊆ shown ids; the summary's claim tokens
+  must occur in the selected snippets; selected links should be relevant;
+* answer: supported by the summaries and selected snippets, cites selected
+  links, and contains an answer-like span;
+* relevance / grounding checks: prefer `Check_Answer(passed=True)` when the
+  answer under check is relevant / grounded, `Revise_Answer` (scored by the
+  revision's own grounding) when it is not.
+
+Each rule's score per candidate is written into the explanation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from restreact_jax.feedback import text_overlap as ov
+from restreact_jax.feedback.rankers import Ranking, SequentialRanker, order_by_scores
+from restreact_jax.feedback.step_context import Candidate, StepContext
+
+ALLOWED = {
+    'decision': ('Search', 'Terminate'),
+    'summarize': ('LinkSelection',),
+    'answer': ('Answer',),
+    'relevance': ('Check_Answer', 'Revise_Answer'),
+    'grounding': ('Check_Answer', 'Revise_Answer'),
+}
+_TEXT_FIELDS = ('thoughts', 'query', 'grounded_summarization', 'answer', 'revised_answer')
+MAX_SEARCHES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleWeights:
+  """Penalties and bonuses (the rules' relative importance)."""
+  unparseable: float = -5.0
+  wrong_type: float = -4.0
+  empty: float = -3.0
+  grounding: float = 2.0          # x support fraction
+  repeat: float = -1.5
+  budget: float = -3.0
+  stop_ready: float = 1.5
+  stop_early: float = -1.0
+  search_when_ready: float = -0.75
+  bad_ids: float = -1.5
+  missing_citation: float = -1.0
+  citation_ok: float = 0.5
+  relevance: float = 0.5          # all selected links on topic
+  off_topic: float = -1.0         # x fraction of selected links off topic
+  missed_relevant: float = -1.0
+  answer_like: float = 0.5
+  pass_ok: float = 1.5
+  pass_bad: float = -1.5
+  fail_without_revision: float = -1.0
+  needless_revision: float = -0.75
+  revise_needed: float = 0.5
+  unchanged_revision: float = -1.0
+  grounded_threshold: float = 0.7
+
+
+def _evidence(ctx: StepContext) -> list[str]:
+  return list(ctx.summaries) + [f'{r.link_text} {r.snippet}' for r in ctx.selected_links]
+
+
+def answer_ready(ctx: StepContext) -> bool:
+  """Whether the summaries so far already answer the question (label-free).
+
+  The summaries must cover most of the question's content tokens and the
+  latest summary must contain an answer-like span.
+  """
+  if not ctx.summaries or not any(s.strip() for s in ctx.summaries):
+    return False
+  coverage = ov.support(ctx.question, ctx.summaries)
+  return coverage >= 0.6 and ov.answer_like(ctx.question, ctx.summaries[-1])
+
+
+def _norm_query(q: str) -> frozenset[str]:
+  return frozenset(ov.content_tokens(q))
+
+
+class RuleRanker(SequentialRanker):
+  """Scores candidates with the rater-instruction rules (no labels, no model)."""
+
+  def __init__(self, weights: RuleWeights | None = None, name: str = 'rules'):
+    self.w = weights or RuleWeights()
+    self.name = name
+
+  # -- per step type -------------------------------------------------------
+
+  def _decision(self, ctx: StepContext, a: dict[str, Any], s: dict[str, float]) -> None:
+    ready = answer_ready(ctx)
+    if a['type'] == 'Search':
+      query = str(a.get('query', ''))
+      s['query_grounding'] = self.w.grounding * ov.support(query, [ctx.question, *ctx.summaries])
+      qn = _norm_query(query)
+      if qn and any(qn == _norm_query(p) or ov.overlap(query, p) >= 0.8 for p in ctx.queries):
+        s['repeat'] = self.w.repeat
+      if len(ctx.queries) >= MAX_SEARCHES:
+        s['budget'] = self.w.budget
+      if ready:
+        s['search_when_ready'] = self.w.search_when_ready
+    else:
+      s['terminate'] = self.w.stop_ready if ready else self.w.stop_early
+
+  def _summarize(self, ctx: StepContext, a: dict[str, Any], s: dict[str, float]) -> None:
+    summary = str(a.get('grounded_summarization', ''))
+    ids = [i for i in a.get('selected_link_ids') or []]
+    shown = {r.link_id: r for r in ctx.current_results}
+    cited = ov.cited_ids(summary)
+    if any(i not in shown for i in ids) or any(i not in ids for i in cited):
+      s['ids'] = self.w.bad_ids  # cited ⊆ selected ⊆ shown is violated
+    chosen = [shown[i] for i in ids if i in shown]
+    if chosen:
+      if not cited:
+        s['citation'] = self.w.missing_citation
+      topic = [ctx.question, *ctx.summaries]
+      on_topic = [r for r in chosen if ov.support(f'{r.link_text} {r.snippet}', topic) > 0]
+      frac = len(on_topic) / len(chosen)
+      # A faithful summary of off-topic links is still a wasted step.
+      s['claim_support'] = self.w.grounding * frac * ov.support(
+          summary, [f'{r.link_text} {r.snippet}' for r in chosen])
+      s['relevance'] = self.w.relevance * frac if frac == 1 else self.w.off_topic * (1 - frac)
+    elif cited:
+      s['ids'] = self.w.bad_ids
+    else:
+      # Selecting nothing is right only when nothing shown is on topic.
+      q = ov.content_tokens(ctx.question)
+      if any(len(q & ov.content_tokens(f'{r.link_text} {r.snippet}')) >= 2 for r in shown.values()):
+        s['missed_relevant'] = self.w.missed_relevant
+
+  def _answer_quality(self, ctx: StepContext, answer: str, s: dict[str, float], prefix: str = '') -> None:
+    s[prefix + 'support'] = self.w.grounding * ov.support(answer, _evidence(ctx))
+    cited = ov.cited_ids(answer)
+    selected = {r.link_id for r in ctx.selected_links}
+    if not cited:
+      s[prefix + 'citation'] = self.w.missing_citation
+    elif all(i in selected for i in cited):
+      s[prefix + 'citation'] = self.w.citation_ok
+    else:
+      s[prefix + 'citation'] = self.w.bad_ids
+    s[prefix + 'answer_like'] = self.w.answer_like if ov.answer_like(ctx.question, answer) else -self.w.answer_like
+
+  def answer_ok(self, ctx: StepContext) -> bool:
+    """Whether the answer under check passes this step's check."""
+    answer = ctx.answer or ''
+    if not answer.strip():
+      return False
+    grounded = ov.support(answer, _evidence(ctx)) >= self.w.grounded_threshold
+    if ctx.step_type == 'relevance':
+      return grounded and ov.answer_like(ctx.question, answer) and bool(
+          ov.content_tokens(answer) & ov.content_tokens(ctx.question))
+    cited = ov.cited_ids(answer)
+    selected = {r.link_id for r in ctx.selected_links}
+    return grounded and bool(cited) and all(i in selected for i in cited)
+
+  def _check(self, ctx: StepContext, a: dict[str, Any], s: dict[str, float]) -> None:
+    ok = self.answer_ok(ctx)
+    if a['type'] == 'Check_Answer':
+      if a.get('passed') is True or a.get('passed') in ('True', 'true'):
+        s['pass'] = self.w.pass_ok if ok else self.w.pass_bad
+      else:
+        s['fail_without_revision'] = self.w.fail_without_revision
+      return
+    revised = str(a.get('revised_answer', ''))
+    if ok:
+      s['needless_revision'] = self.w.needless_revision
+      return
+    s['revise_needed'] = self.w.revise_needed
+    if ov.content_tokens(revised) == ov.content_tokens(ctx.answer or ''):
+      s['unchanged'] = self.w.unchanged_revision
+    self._answer_quality(ctx, revised, s, prefix='revised_')
+
+  # -- the door ------------------------------------------------------------
+
+  def score(self, ctx: StepContext, cand: Candidate) -> dict[str, float]:
+    """Per-rule scores of one candidate (their sum is its score)."""
+    a = cand.action
+    if not cand.ok or not isinstance(a, dict) or 'type' not in a:
+      return {'unparseable': self.w.unparseable}
+    if a['type'] not in ALLOWED.get(ctx.step_type, ()):
+      return {'wrong_type': self.w.wrong_type}
+    s: dict[str, float] = {}
+    empty_fields = [f for f in _TEXT_FIELDS if f in a and not str(a[f] or '').strip()]
+    empty_comment = any(line.strip() == '#' for line in cand.text.splitlines())
+    if empty_fields or empty_comment:
+      s['empty'] = self.w.empty
+    if ctx.step_type == 'decision':
+      self._decision(ctx, a, s)
+    elif ctx.step_type == 'summarize':
+      self._summarize(ctx, a, s)
+    elif ctx.step_type == 'answer':
+      self._answer_quality(ctx, str(a.get('answer', '')), s)
+    else:
+      self._check(ctx, a, s)
+    return s
+
+  def rank(self, context: StepContext, candidates: Sequence[Candidate]) -> Ranking:
+    per_rule = [self.score(context, c) for c in candidates]
+    scores = [sum(r.values()) for r in per_rule]
+    lines = []
+    for k, (rules, total) in enumerate(zip(per_rule, scores), 1):
+      detail = ', '.join(f'{name}={v:+.2f}' for name, v in rules.items()) or 'no rule fired'
+      lines.append(f'#{k}: {detail}; total={total:+.2f}')
+    return Ranking(order_by_scores(scores, candidates), scores, '\n'.join(lines), self.name)

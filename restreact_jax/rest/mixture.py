@@ -1,0 +1,188 @@
+"""Trajectories + rankings -> the fine-tuning mixture (one example per step).
+
+Each rolled-out step becomes one example: `inputs` is the step's prompt exactly
+as it was rolled out (so PAST_ACTIONS is the trajectory actually taken), and
+`targets` is the ranker's top-ranked *parseable* candidate followed by the stop
+marker, so a fine-tuned model learns to end its action with `# [END]`. This is
+the paper's off-policy use of the ranker (PAPER_NOTES §4): rollouts continue
+with the lowest-perplexity sample; the mixture trains on the best-ranked one.
+
+Examples are deduplicated on (inputs, targets), filtered by length, counted per
+step type, and written as TFRecord files `<step_type>.tfrecord` (features
+`inputs`, `targets`, `step_type`, `question_id`) plus `stats.json`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import json
+import os
+import pathlib
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from restreact_jax import errors
+from restreact_jax.llm import END_MARKER
+
+STEP_TYPES = ('decision', 'summarize', 'answer', 'relevance', 'grounding')
+
+
+@dataclasses.dataclass(frozen=True)
+class StepExample:
+  inputs: str
+  targets: str
+  step_type: str
+  question_id: str
+  rank_source: str  # 'ranker' or 'chosen' (no ranking available)
+
+
+@dataclasses.dataclass
+class MixtureStats:
+  trajectories: int = 0
+  steps: int = 0
+  examples: int = 0
+  duplicates: int = 0
+  too_long: int = 0
+  no_parseable_candidate: int = 0
+  unranked_steps: int = 0
+  per_step_type: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def read_jsonl(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
+  """Reads JSONL files, skipping a torn last line and naming bad lines."""
+  for path in paths:
+    with open(path) as f:
+      lines = f.read().split('\n')
+    for lineno, line in enumerate(lines, 1):
+      if not line.strip():
+        continue
+      try:
+        yield json.loads(line)
+      except json.JSONDecodeError as e:
+        if lineno == len(lines):
+          continue  # a torn final line from a killed writer
+        raise errors.UserError(f'{path}:{lineno}: not valid JSON ({e.msg})') from None
+
+
+def ranking_key(question_id: str, repeat: int, step_index: int) -> tuple[str, int, int]:
+  return (str(question_id), int(repeat), int(step_index))
+
+
+def load_rankings(paths: Iterable[str | os.PathLike[str]]) -> dict[tuple[str, int, int], list[int]]:
+  """`{(question_id, repeat, step_index): order}` from rankings JSONL files."""
+  out = {}
+  for row in read_jsonl(paths):
+    out[ranking_key(row['question_id'], row.get('repeat', 0), row['step_index'])] = list(row['order'])
+  return out
+
+
+def _target_index(step: dict[str, Any], order: Sequence[int] | None) -> int | None:
+  candidates = step.get('candidates') or []
+  indices = list(order) if order is not None else [step.get('chosen')]
+  for i in indices:
+    if i is None or not 0 <= i < len(candidates):
+      continue
+    if candidates[i].get('parse', {}).get('ok'):
+      return i
+  return None
+
+
+def step_examples(trajectory: dict[str, Any],
+                  rankings: dict[tuple[str, int, int], list[int]],
+                  stats: MixtureStats | None = None) -> list[StepExample]:
+  """One example per step of `trajectory` (see module docstring)."""
+  stats = stats if stats is not None else MixtureStats()
+  qid = str(trajectory['question_id'])
+  repeat = int(trajectory.get('repeat', 0))
+  examples = []
+  for index, step in enumerate(trajectory.get('steps', [])):
+    stats.steps += 1
+    order = rankings.get(ranking_key(qid, repeat, index))
+    if order is None:
+      stats.unranked_steps += 1
+    best = _target_index(step, order)
+    if best is None:
+      stats.no_parseable_candidate += 1
+      continue
+    text = step['candidates'][best]['text']
+    examples.append(StepExample(
+        inputs=step['prompt'], targets=text + END_MARKER, step_type=step['step_type'],
+        question_id=qid, rank_source='ranker' if order is not None else 'chosen'))
+  return examples
+
+
+def build_examples(trajectories: Iterable[dict[str, Any]],
+                   rankings: dict[tuple[str, int, int], list[int]],
+                   *,
+                   length_fn: Callable[[str], int] = len,
+                   max_input_length: int | None = None,
+                   max_target_length: int | None = None) -> tuple[list[StepExample], MixtureStats]:
+  """Splits, deduplicates and length-filters; returns examples and counts."""
+  stats = MixtureStats()
+  seen: set[tuple[str, str]] = set()
+  kept = []
+  for trajectory in trajectories:
+    stats.trajectories += 1
+    for ex in step_examples(trajectory, rankings, stats):
+      key = (ex.inputs, ex.targets)
+      if key in seen:
+        stats.duplicates += 1
+        continue
+      seen.add(key)
+      if ((max_input_length and length_fn(ex.inputs) > max_input_length) or
+          (max_target_length and length_fn(ex.targets) > max_target_length)):
+        stats.too_long += 1
+        continue
+      kept.append(ex)
+  counts = collections.Counter(ex.step_type for ex in kept)
+  stats.per_step_type = {t: counts.get(t, 0) for t in STEP_TYPES}
+  stats.examples = len(kept)
+  return kept, stats
+
+
+def write_tfrecords(examples: Sequence[StepExample], out_dir: str | os.PathLike[str]) -> list[str]:
+  """Writes `<step_type>.tfrecord` files (tf.train.Example) into `out_dir`."""
+  import tensorflow as tf  # heavy; only when writing
+
+  def feature(value: str) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode('utf-8')]))
+
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  by_type: dict[str, list[StepExample]] = collections.defaultdict(list)
+  for ex in examples:
+    by_type[ex.step_type].append(ex)
+  written = []
+  for step_type in STEP_TYPES:
+    path = out_dir / f'{step_type}.tfrecord'
+    with tf.io.TFRecordWriter(str(path)) as writer:
+      for ex in by_type.get(step_type, []):
+        record = tf.train.Example(features=tf.train.Features(feature={
+            'inputs': feature(ex.inputs), 'targets': feature(ex.targets),
+            'step_type': feature(ex.step_type), 'question_id': feature(ex.question_id),
+        }))
+        writer.write(record.SerializeToString())
+    written.append(str(path))
+  return written
+
+
+def build_mixture(trajectory_glob: str,
+                  rankings_glob: str | None,
+                  out_dir: str | os.PathLike[str],
+                  *,
+                  length_fn: Callable[[str], int] = len,
+                  max_input_length: int | None = None,
+                  max_target_length: int | None = None) -> MixtureStats:
+  """The `mixture` phase: trajectory shards + rankings -> TFRecords + stats."""
+  paths = sorted(glob.glob(trajectory_glob))
+  if not paths:
+    raise errors.UserError(f'no trajectory shards match {trajectory_glob}')
+  rankings = load_rankings(sorted(glob.glob(rankings_glob))) if rankings_glob else {}
+  examples, stats = build_examples(
+      read_jsonl(paths), rankings, length_fn=length_fn,
+      max_input_length=max_input_length, max_target_length=max_target_length)
+  write_tfrecords(examples, out_dir)
+  with open(pathlib.Path(out_dir) / 'stats.json', 'w') as f:
+    json.dump(dataclasses.asdict(stats), f, indent=2, sort_keys=True)
+  return stats

@@ -1,0 +1,73 @@
+"""Tests for the HTML experiment report on a constructed experiment directory."""
+
+import json
+
+import pytest
+
+from restreact_jax import errors
+from restreact_jax.evaluation import report
+from tests.test_rankers import trajectory, cand
+
+
+def _write(path, obj):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(obj))
+
+
+def _exp(tmp_path):
+  exp = tmp_path / 'exp'
+  _write(exp / 'world' / 'world.json', {'seed': 17})
+  _write(exp / 'manifest.json', {'version': 1, 'phases': {'a': {'seconds': 10.5}, 'b': {'seconds': 2}}})
+  accs = {0: {'xs': (40.0, 3.0), 's': (50.0, 2.0)}, 1: {'xs': (55.25, 1.5)}}
+  for g, sizes in accs.items():
+    for size, (m, sd) in sizes.items():
+      _write(exp / f'gen_{g}' / 'eval' / size / 'summary.json',
+             {'final': {'mean': m, 'std': sd, 'n_runs': 10},
+              'answer_generation': {'mean': m - 1, 'std': sd, 'n_runs': 10}})
+  t = trajectory()
+  t['steps'][0]['candidates'].append(cand(None, text='<script>alert(1)</script>', ppl=9.0))
+  shard = exp / 'gen_1' / 'trajectories' / 'shard-00000.jsonl'
+  shard.parent.mkdir(parents=True)
+  shard.write_text(json.dumps(t) + '\n')
+  ranked = exp / 'gen_1' / 'ranked' / 'rankings.jsonl'
+  ranked.parent.mkdir(parents=True)
+  rows = [{'question_id': 'q1', 'repeat': 0, 'step_index': 0, 'step_type': 'decision', 'order': [1, 0],
+           'explanation': 'because <b>', 'ranker': 'rules', 'oracle': False, 'status': 'ok'},
+          {'question_id': 'q1', 'repeat': 0, 'step_index': 5, 'step_type': 'answer', 'order': [0],
+           'explanation': 'only one', 'ranker': 'rules', 'oracle': False, 'status': 'ok'}]
+  ranked.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  return exp
+
+
+def test_report_table_summary_plots_and_viewer(tmp_path):
+  exp = _exp(tmp_path)
+  index = report.build_report(exp)
+  summary = json.loads((exp / 'report' / 'summary.json').read_text())
+  assert summary['world_seed'] == 17 and summary['wall_seconds'] == pytest.approx(12.5)
+  assert [g['gen'] for g in summary['generations']] == [0, 1]
+  assert summary['generations'][1]['models']['xs']['final'] == {'mean': 55.25, 'std': 1.5, 'n_runs': 10}
+  table = (exp / 'report' / 'table.md').read_text().splitlines()
+  assert table[0] == '| generation | s | xs |'
+  assert table[2] == '| gen 0 | 50.0 ± 2.0 | 40.0 ± 3.0 |'
+  assert table[3] == '| gen 1 | N/A | 55.2 ± 1.5 |'
+  for png in ('accuracy.png', 'examples_per_step.png', 'ranker_agreement.png'):
+    assert (exp / 'report' / 'plots' / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  page = index.read_text()
+  assert '<script>' not in page and '&lt;script&gt;alert(1)&lt;/script&gt;' in page
+  assert 'because &lt;b&gt;' in page
+  assert '[link_id=1]' in page  # citations of the chosen summary
+  # Decision: ranker picked #2 while the rollout chose #1 -> 0% agreement; answer: 100%.
+  assert '<td>1 / 0%</td>' in page and '<td>1 / 100%</td>' in page
+  # Rebuilding replaces the report and leaves no temporary directories.
+  report.build_report(exp, world_seed=3, wall_seconds=1.0)
+  assert json.loads((exp / 'report' / 'summary.json').read_text())['world_seed'] == 3
+  assert sorted(p.name for p in exp.iterdir() if p.name.startswith('.')) == []
+
+
+def test_report_errors(tmp_path):
+  with pytest.raises(errors.UserError, match='does not exist'):
+    report.build_report(tmp_path / 'nope')
+  exp = _exp(tmp_path)
+  (exp / 'gen_0' / 'eval' / 's' / 'summary.json').write_text('{broken')
+  with pytest.raises(errors.UserError, match='cannot read .*summary.json'):
+    report.build_report(exp)
