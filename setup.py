@@ -22,7 +22,11 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=['restreact_jax*', 'tasks*']),
     package_data={
-        'restreact_jax': ['agent/exemplars/**/*', 'data/**/*'],
+        'restreact_jax': [
+            'agent/exemplars/**/*',
+            'evaluation/exemplars/*',
+            'datasets/data/**/*',
+        ],
     },
     include_package_data=True,
     install_requires=_requirements('requirements.txt'),

@@ -52,7 +52,7 @@ if [[ "${RESTREACT_SKIP_FALLBACK:-0}" != 1 ]]; then
   COMMANDS_LINE="$("${RESTREACT}" --help 2>&1 | sed -n 's/^commands: //p' || true)"
   if [[ " ${COMMANDS_LINE//,/ } " != *" rest "* ]]; then
     COMMAND=""
-    for candidate in generation rollout seed finetune pretrain vocab world; do
+    for candidate in generation rollout seed finetune pretrain train search world; do
       if [[ " ${COMMANDS_LINE//,/ } " == *" ${candidate} "* ]]; then
         COMMAND="${candidate}"
         break

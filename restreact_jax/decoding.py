@@ -505,7 +505,8 @@ class StaticSampler:
     self._prefill = jax.jit(_prefill, donate_argnums=3)
     self._decode = jax.jit(_decode, donate_argnums=1)
 
-  def generate(self, params: Any, requests: Sequence[llm.SamplingRequest]) -> list[list[llm.Sample]]:
+  def generate(self, params: Any,
+               requests: Sequence[llm.SamplingRequest]) -> list[list[llm.Sample]]:
     """Returns each request's `n` samples, in order.
 
     Args:

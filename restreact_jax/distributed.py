@@ -260,7 +260,7 @@ def barrier(name: str) -> None:
     name: a label that must be the same on all processes at this point.
   """
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
 
 

@@ -36,7 +36,7 @@ import dataclasses
 import functools
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -276,9 +276,6 @@ class Engine:
     stack.enter_context(nn.logical_axis_rules(self.rules))
     return stack
 
-  def _sharding(self, names: Sequence[str | None], shape: Sequence[int]):
-    return partitioning.logical_to_sharding(names, self.mesh, self.rules, shape)
-
   def _place_params(self, params: Any) -> Any:
     params = nn.unbox(params)
     if self.mesh is None:
@@ -371,7 +368,11 @@ class Engine:
             return
           self._fill()
           finished = self._decode_chunk()
-          if bar is not None and finished:
+          if bar is not None:
+            with self._lock:
+              waiting = len(self._queue)
+            active = sum(s is not None for s in self._slots)
+            bar.total = bar.n + finished + waiting + active  # requests may keep arriving
             bar.update(finished)
     except BaseException as e:  # fail every waiting future instead of hanging callers
       self._fail_all(e)
@@ -432,11 +433,10 @@ class Engine:
 
   def _prefill(self, works: list[_Work]) -> None:
     """Prefills the prompts of `works` (in one batch); each keeps its row."""
-    use_pool = []
-    for work in works:
-      prefix = work.prepared.prefix_tokens
-      use_pool.append(self.reuse_prefixes and len(prefix) >= 2)
-    self._ensure_prefixes([w.prepared.prefix_tokens for w, u in zip(works, use_pool) if u])
+    wanted = [w.prepared.prefix_tokens for w in works
+              if self.reuse_prefixes and len(w.prepared.prefix_tokens) >= 2]
+    pooled = self._ensure_prefixes(wanted)
+    use_pool = [w.prepared.prefix_tokens in pooled for w in works]
     suffixes, pool_rows = [], []
     for work, use in zip(works, use_pool):
       tokens = work.prepared.tokens
@@ -471,20 +471,24 @@ class Engine:
     for b, work in enumerate(works):
       work.prefilled = (cache, logits, b)
 
-  def _ensure_prefixes(self, prefixes: list[tuple[int, ...]]) -> None:
-    """Prefills prefixes missing from the pool into pool rows (LRU eviction)."""
-    missing = list(dict.fromkeys(p for p in prefixes if p not in self._prefix_rows))
-    if not missing:
-      return
-    missing = missing[:self.prefix_pool_size]
-    rows = []
-    for prefix in missing:
+  def _ensure_prefixes(self, prefixes: list[tuple[int, ...]]) -> set[tuple[int, ...]]:
+    """Prefills prefixes missing from the pool into pool rows (LRU eviction).
+
+    Returns the prefixes now in the pool; one that finds no row (every row is
+    needed by this batch) is simply prefilled in full with its prompt.
+    """
+    needed = set(prefixes)
+    missing, rows = [], []
+    for prefix in dict.fromkeys(p for p in prefixes if p not in self._prefix_rows):
       if len(self._prefix_rows) < self.prefix_pool_size:
         row = len(self._prefix_rows)
       else:
-        evict = next(p for p in self._prefix_rows if p not in prefixes)
+        evict = next((p for p in self._prefix_rows if p not in needed), None)
+        if evict is None:
+          continue
         row = self._prefix_rows.pop(evict)
       self._prefix_rows[prefix] = row
+      missing.append(prefix)
       rows.append(row)
     for i in range(0, len(missing), self.max_prefill_batch):
       part, part_rows = missing[i:i + self.max_prefill_batch], rows[i:i + self.max_prefill_batch]
@@ -500,6 +504,7 @@ class Engine:
       _, cache = self._prefill_fresh(self._params, jnp.asarray(tokens_BxL), jnp.asarray(lengths_B))
       self._prefix_pool = self._to_pool(self._prefix_pool, cache,
                                         jnp.arange(batch, dtype=jnp.int32), jnp.asarray(dst))
+    return needed & set(self._prefix_rows)
 
   def _decode_chunk(self) -> int:
     """Runs one chunk; finishes samples and frees their slots. Returns #finished."""

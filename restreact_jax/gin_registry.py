@@ -18,3 +18,7 @@ gin.external_configurable(_search_http.HttpSearchConfig, module='search')
 
 from restreact_jax.feedback import rule_ranker as _rule_ranker  # noqa: E402
 gin.external_configurable(_rule_ranker.RuleWeights, module='feedback')
+
+from restreact_jax.rest import phases as _rest_phases  # noqa: E402
+gin.external_configurable(_rest_phases.TrainSettings, module='rest')
+gin.external_configurable(_rest_phases.AgentSettings, module='rest')

@@ -8,6 +8,7 @@ plain arguments. Errors name the file and binding and suggest close names.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import pathlib
 import re
@@ -23,7 +24,7 @@ DEFAULT_SEARCH_PATHS = (str(REPO_ROOT), str(REPO_ROOT / 'gin'))
 
 def _registered_names() -> list[str]:
   names = []
-  for selector in gin.config._REGISTRY:  # pylint: disable=protected-access
+  for selector, _ in gin.config._REGISTRY.items():  # pylint: disable=protected-access
     names.append(selector)
     names.append(selector.split('.')[-1])
   return sorted(set(names))
@@ -54,11 +55,9 @@ def _explain(exc: Exception, where: str) -> str:
   first = msg[0] if msg else repr(exc)
   location = ''
   for line in msg[1:]:
-    m = re.search(r"In (?:file|bindings string) \"?([^\"]+?)\"?, line (\d+)", line)
+    m = re.search(r'In file "([^"]+)", line (\d+)', line)
     if m:
       location = f'{m.group(1)}:{m.group(2)}'
-    elif line.strip() and not location:
-      location = line.strip()
   hint = ''
   m = re.search(r"No configurable matching '([^']+)'", first)
   if m:
@@ -84,11 +83,27 @@ def resolve_gin_file(path: str, search_paths: Sequence[str]) -> str:
       f'gin file {path!r} not found (searched: ., {", ".join(search_paths)})')
 
 
+class _QuietSearchMisses(logging.Filter):
+  """gin logs an error for every search path an include is *not* found in."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith('Path not found')
+
+
 def parse(gin_files: Sequence[str],
           bindings: Sequence[str] = (),
           search_paths: Sequence[str] = ()) -> None:
   """Parses gin files then bindings, raising `GinConfigError` with context."""
-  search_paths = [*search_paths, *DEFAULT_SEARCH_PATHS]
+  quiet = _QuietSearchMisses()
+  logging.getLogger().addFilter(quiet)
+  try:
+    _parse(gin_files, bindings, [*search_paths, *DEFAULT_SEARCH_PATHS])
+  finally:
+    logging.getLogger().removeFilter(quiet)
+
+
+def _parse(gin_files: Sequence[str], bindings: Sequence[str],
+           search_paths: Sequence[str]) -> None:
   for path in search_paths:
     gin.add_config_file_search_path(path)
   for path in gin_files:

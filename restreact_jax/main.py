@@ -67,9 +67,12 @@ def load_command(name: str) -> Callable[..., Any]:
 
 
 def run(argv: Sequence[str]) -> Any:
-  from restreact_jax import gin_utils
+  from restreact_jax import distributed, gin_utils
   command, parsed = parse_args(argv)
   fn = load_command(command)
+  # Multi-host flags (--multihost, --coordinator, ...) are consumed here, before
+  # anything touches a device.
+  parsed['kwargs'] = distributed.initialize_from_flags(parsed['kwargs'])
   gin_utils.parse(parsed['gin_files'], parsed['bindings'], parsed['search_paths'])
   return gin_utils.call_configurable(fn, **parsed['kwargs'])
 
@@ -79,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     run(argv)
   except errors.UserError as e:
-    print(f'restreact: error: {e}', file=sys.stderr)
+    # gin appends "In call to configurable ..." lines; the first line says it all.
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    print(f'restreact: error: {lines[0]}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print('restreact: interrupted', file=sys.stderr)

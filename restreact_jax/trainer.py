@@ -419,7 +419,6 @@ class Program:
   init: Callable[[jax.Array], TrainState]
 
 
-@functools.lru_cache(maxsize=8)
 def build_program(config: configs.TransformerConfig, mesh: Mesh, rules: partitioning.Rules,
                   optimizer_config: OptimizerConfig, num_microbatches: int = 1,
                   z_loss: float = 0.0) -> Program:
@@ -441,13 +440,28 @@ def build_program(config: configs.TransformerConfig, mesh: Mesh, rules: partitio
   """
   if optimizer_config.decay_steps is None:
     raise ValueError('build_program needs optimizer_config.decay_steps')
+  # Positional and normalized, so equal settings always hit the same entry.
+  return _build_program(config, mesh, tuple(tuple(r) for r in rules), optimizer_config,
+                        int(num_microbatches), float(z_loss))
+
+
+@functools.lru_cache(maxsize=8)
+def _build_program(config, mesh, rules, optimizer_config, num_microbatches, z_loss) -> Program:
+  optimizer, schedule, abstract, shardings, init = _build_state(config, mesh, rules,
+                                                                optimizer_config)
+  steps = compile_steps(config, mesh, rules, optimizer, schedule, shardings, num_microbatches,
+                        z_loss)
+  return Program(optimizer, schedule, abstract, shardings, steps, init)
+
+
+@functools.lru_cache(maxsize=8)
+def _build_state(config, mesh, rules, optimizer_config):
+  """The part of a program that does not depend on the step's options."""
   optimizer = make_optimizer(optimizer_config, optimizer_config.decay_steps)
   schedule = learning_rate_schedule(optimizer_config, optimizer_config.decay_steps)
   abstract, shardings = state_shardings(config, mesh, rules, optimizer)
-  steps = compile_steps(config, mesh, rules, optimizer, schedule, shardings, num_microbatches,
-                        z_loss)
-  return Program(optimizer, schedule, abstract, shardings, steps,
-                 _state_initializer(config, mesh, rules, optimizer, shardings))
+  init = _state_initializer(config, mesh, rules, optimizer, shardings)
+  return optimizer, schedule, abstract, shardings, init
 
 
 # ----------------------------------------------------------------------------
@@ -617,8 +631,8 @@ def train_loop(config: configs.TransformerConfig,
   # steps therefore stretches it, as in T5X (pin `decay_steps` to avoid that).
   optimizer_config = dataclasses.replace(
       optimizer_config, decay_steps=optimizer_config.decay_steps or loop.train_steps)
-  program = build_program(config, mesh, tuple(rules), optimizer_config,
-                          loop.num_microbatches, loop.z_loss)
+  program = build_program(config, mesh, rules, optimizer_config, loop.num_microbatches,
+                          loop.z_loss)
   steps = program.steps
   ckpt = (checkpoints.Checkpointer(model_dir / 'checkpoints', max_to_keep=loop.keep_checkpoints)
           if model_dir is not None else None)

@@ -146,22 +146,22 @@ def corpus_to_tfrecord(corpus_jsonl: str | os.PathLike[str],
 
 def split_targets(dataset: tf.data.Dataset,
                   sequence_length: Mapping[str, int]) -> tf.data.Dataset:
-  """Cuts tokenized `targets` into chunks that fit the target length.
+  """Appends EOS to tokenized `targets` and cuts them into rows that fit.
 
-  A long corpus page would otherwise be trimmed to its first chunk. One slot
-  is left for the EOS that `append_eos_after_trim` adds to the last chunk.
+  A long corpus page would otherwise be trimmed to its first chunk. Only the
+  page's last chunk ends with EOS, so the model never learns to stop mid-page.
 
   Args:
-    dataset: examples with int `targets`.
+    dataset: examples with int `targets` (no EOS yet).
     sequence_length: the task feature lengths; `targets` is used.
 
   Returns:
     A dataset with one example per chunk.
   """
-  size = max(1, int(sequence_length['targets']) - 1)
+  size = max(1, int(sequence_length['targets']))
 
   def chunks(ex):
-    tokens = ex['targets']
+    tokens = tf.concat([ex['targets'], [vocab_lib.EOS_ID]], axis=0)
     starts = tf.range(0, tf.size(tokens), size)
     return tf.data.Dataset.from_tensor_slices(starts).map(
         lambda start: {'targets': tokens[start:start + size]})
@@ -191,11 +191,8 @@ def register_corpus_task(name: str,
       source=seqio.TFExampleDataSource(
           {'train': str(record)},
           feature_description={'targets': tf.io.FixedLenFeature([], tf.string)}),
-      preprocessors=[
-          seqio.preprocessors.tokenize,
-          split_targets,
-          seqio.preprocessors.append_eos_after_trim,
-      ],
+      # EOS is added by `split_targets` (to each page, not to each chunk).
+      preprocessors=[seqio.preprocessors.tokenize, split_targets],
       output_features=output_features(vocab_path, with_inputs=False),
   )
 

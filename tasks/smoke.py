@@ -3,7 +3,8 @@
 It needs no files and no trained vocabulary, so `gin/experiments/smoke.gin` and
 the tests can train end to end anywhere. The examples are generated from a
 fixed seed: short fact look-ups in the agent's code-as-prompt style
-(`ORIGINAL_QUESTION = 'capital of Brenmoor?'` → `ANSWER = 'Ilvara'  # [END]`)
+(`QUESTION = 'capital of Vey?'\nANSWER = '` → `Ilvara'  # [END]`; at most
+48 bytes of prompt and 15 of target) and string copies
 and string copies, which a tiny model memorizes in a few hundred steps.
 """
 
@@ -20,7 +21,7 @@ TASK_NAME = 'restreact_smoke'
 NUM_TRAIN = 256
 NUM_VALIDATION = 32
 
-_PLACES = ('Brenmoor', 'Ilvara', 'Cassel Reach', 'Dunmarrow', 'Orlen', 'Vey', 'Tarsk',
+_PLACES = ('Brenmoor', 'Ilvara', 'Cassel', 'Dunmarrow', 'Orlen', 'Vey', 'Tarsk',
            'Quillon', 'Maeris', 'Hollow Fen', 'Sorrowmere', 'Kethra')
 _RELATIONS = ('capital of', 'founder of', 'river of', 'language of')
 _NAMES = ('Ada', 'Bron', 'Cyra', 'Dov', 'Elin', 'Fen', 'Gala', 'Hask', 'Iro', 'Juna')
@@ -49,10 +50,10 @@ def examples(split: str, seed: int = 0) -> list[dict[str, str]]:
   for i in range(count):
     if i % 2 == 0:
       question, answer = facts[rng.randrange(len(facts))]
-      records.append({'inputs': f"ORIGINAL_QUESTION = '{question}?'\nANSWER = '",
+      records.append({'inputs': f"QUESTION = '{question}?'\nANSWER = '",
                       'targets': f"{answer}'  # [END]"})
     else:
-      word = ''.join(rng.choice('abcdefghij') for _ in range(rng.randint(3, 6)))
+      word = ''.join(rng.choice('abcdefghij') for _ in range(rng.randint(3, 5)))
       records.append({'inputs': f"copy('{word}') == '", 'targets': f"{word}'  # [END]"})
   return records
 

@@ -10,10 +10,14 @@ from restreact_jax.agent.trajectory import Candidate, Trajectory
 from restreact_jax.search.types import ResultItem
 
 T = prompts.render_target
-SEARCH = lambda q: T('decision', {'type': 'Search', 'query': q, 'thoughts': f'look up {q}'})  # noqa: E731
 STOP = T('decision', {'type': 'Terminate', 'thoughts': 'enough'})
-ANSWER = T('answer', {'type': 'Answer', 'thoughts': 'from links', 'answer': 'Oren Vasko [link_id=4].'})
+ANSWER = T('answer', {'type': 'Answer', 'thoughts': 'from links',
+                      'answer': 'Oren Vasko [link_id=4].'})
 PASS = T('relevance', {'type': 'Check_Answer', 'passed': True}, ['fine'])
+
+
+def SEARCH(query):  # noqa: N802  (reads like the other output constants)
+  return T('decision', {'type': 'Search', 'query': query, 'thoughts': f'look up {query}'})
 
 
 def select(ids, summary='According to [link_id=1], x.'):
@@ -210,7 +214,9 @@ def test_seeds_are_deterministic_and_distinct():
 
 
 def test_choose_min_perplexity_ties_and_none():
-  c = lambda ok, ppl: Candidate('t', [], ppl, 'stop', {'ok': ok, 'action': None, 'error': None})  # noqa: E731
+  def c(ok, ppl):
+    return Candidate('t', [], ppl, 'stop', {'ok': ok, 'action': None, 'error': None})
+
   assert choose_min_perplexity([c(False, 1.0), c(True, 2.0), c(True, 2.0)]) == 1
   assert choose_min_perplexity([c(False, 1.0)]) is None
   assert choose_min_perplexity([c(True, float('inf')), c(True, 5.0)]) == 1

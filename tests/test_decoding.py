@@ -1,5 +1,7 @@
 """Tests of the model-agnostic sampler with stub logits (no model)."""
 
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -34,9 +36,15 @@ def stub_cache(batch, max_len):
 
 
 def sampler(**kw):
+  """A sampler per distinct setting, shared by tests so its jits compile once."""
   kw.setdefault('max_len', MAX_LEN)
   kw.setdefault('decode_chunk', 4)
-  return decoding.StaticSampler(stub_apply, stub_cache, VOCAB, **kw)
+  return _sampler(tuple(sorted(kw.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _sampler(kw):
+  return decoding.StaticSampler(stub_apply, stub_cache, VOCAB, **dict(kw))
 
 
 def random_table(seed=0, scale=3.0):
@@ -92,9 +100,10 @@ def test_sampling_draws_only_kept_tokens_and_greedy_is_argmax():
   logits = jnp.tile(logits, (256, 1))
   keys = decoding.row_keys(jnp.zeros(256, jnp.uint32), jnp.arange(256), jnp.zeros(256, jnp.int32))
   top3 = set(np.argsort(-np.asarray(logits[0]))[:3].tolist())
-  drawn = decoding.sample_logits(logits, keys, params(256, top_k=[3] * 256))
+  sample = jax.jit(decoding.sample_logits)
+  drawn = sample(logits, keys, params(256, top_k=[3] * 256))
   assert set(np.asarray(drawn).tolist()) == top3  # all of them, and nothing else
-  greedy = decoding.sample_logits(logits, keys, params(256, temperature=[0.0] * 256))
+  greedy = sample(logits, keys, params(256, temperature=[0.0] * 256))
   assert set(np.asarray(greedy).tolist()) == {int(np.argmax(logits[0]))}
 
 

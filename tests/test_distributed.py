@@ -143,6 +143,7 @@ def test_local_shard_defaults_to_this_process():
 
 def test_global_batch_on_one_process_is_the_batch():
   import jax
+
   from restreact_jax import partitioning
   mesh = partitioning.make_mesh((2, 4))
   batch = {'tokens': np.arange(24, dtype=np.int32).reshape(8, 3)}
@@ -164,9 +165,11 @@ def _worker(out_dir: str, coordinator: str | None, num_processes: int, process_i
   distributed.initialize(coordinator, num_processes, process_id)
 
   import functools
+
   import flax.linen as nn
   import jax.numpy as jnp
   from jax.experimental import multihost_utils
+
   from restreact_jax import decoding, partitioning, trainer
   from restreact_jax.models import KVCache, Mode, Transformer, TransformerConfig
 
@@ -277,10 +280,10 @@ def test_two_processes_equal_one_process(tmp_path):
   two.mkdir()
   one.mkdir()
   coordinator = f'127.0.0.1:{_free_port()}'
+  # The two workers and the single-process reference run side by side.
   workers = [_start(two, 4, f'--coordinator={coordinator}', '--num_processes=2',
                     f'--process_id={i}') for i in range(2)]
-  _wait(workers, timeout=240)
-  _wait([_start(one, 8)], timeout=240)
+  _wait([*workers, _start(one, 8)], timeout=240)
 
   reference = dict(np.load(one / 'results_0.npz'))
   assert reference['process_count'] == 1

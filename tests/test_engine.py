@@ -2,9 +2,11 @@
 
 import dataclasses
 import functools
+import json
 import threading
 
 import flax.linen as nn
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +47,7 @@ def reference(params):
 
 def make_engine(params, **kw):
   kw.setdefault('num_slots', 4)
-  kw.setdefault('decode_chunk', 4)
+  kw.setdefault('decode_chunk', 8)  # the engine's default, shared with the CLI test
   return engine_lib.Engine(CONFIG, params, VOCAB, **kw)
 
 
@@ -96,9 +98,16 @@ def test_prefix_reuse_changes_nothing(params, reference):
           for k in range(5)]
   reqs.append(llm.SamplingRequest(preamble, prefix=preamble, temperature=0.0, max_tokens=5,
                                   stop=()))
+  other = '# another step type\n'
+  reqs += [llm.SamplingRequest(other + 'z' * k, prefix=other, temperature=0.0, max_tokens=4,
+                               stop=()) for k in range(3)]
   with_reuse = make_engine(params, reuse_prefixes=True)
   got = with_reuse.generate(reqs)
-  assert with_reuse.stats.reused_prefix_tokens >= len(reqs) * len(preamble)
+  assert with_reuse.stats.reused_prefix_tokens >= 6 * len(preamble) + 3 * len(other)
+  # A one-row pool: prefixes evict each other, or fall back to a full prefill.
+  tiny_pool = make_engine(params, prefix_pool_size=1)
+  assert_same(got, tiny_pool.generate(reqs))
+  assert 0 < tiny_pool.stats.reused_prefix_tokens
   without = make_engine(params, reuse_prefixes=False)
   assert_same(got, without.generate(reqs))
   assert without.stats.reused_prefix_tokens == 0
@@ -173,3 +182,25 @@ def test_empty_prompt_works(params, reference):
   got = make_engine(params).generate([req])
   assert [len(s.tokens) for s in got[0]] == [5, 5]
   assert_same(got, reference([req]))
+
+
+def test_sample_command_prints_samples_and_rejects_bad_files(tmp_path, capsys):
+  from restreact_jax import main
+  prompts = tmp_path / 'prompts.jsonl'
+  prompts.write_text('plain line\n{"prompt": "def f():\\n", "prefix": "def"}\n"quoted"\n')
+  # The shapes of CONFIG, so the engine's compiled steps are reused.
+  shape = [f'--gin.models.TransformerConfig.{k}={getattr(CONFIG, k)}'
+           for k in ('embed_dim', 'num_heads', 'num_kv_heads', 'head_dim', 'mlp_dim')]
+  flags = ['--gin_file=gin/models/tiny.gin', '--gin.VOCAB_SIZE=259', f'--gin.MAX_LEN={MAX_LEN}',
+           *shape, '--random_init', '--max_tokens=3', '--n=2', '--num_slots=4', '--json']
+  assert main.main(['sample', *flags, f'--prompts_file={prompts}']) == 0
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [(r['prompt'], r['sample']) for r in rows] == [(i, j) for i in range(3) for j in range(2)]
+  assert all(r['num_tokens'] == 3 and r['perplexity'] > 1 for r in rows)
+  prompts.write_text('ok\n{"prompt": 3}\n')
+  gin.clear_config(clear_constants=True)  # each CLI call parses gin afresh
+  assert main.main(['sample', *flags, f'--prompts_file={prompts}']) == 2
+  assert f'{prompts}:2: expected' in capsys.readouterr().err
+  gin.clear_config(clear_constants=True)
+  assert main.main(['sample', '--gin_file=gin/models/tiny.gin', '--prompt=x']) == 2
+  assert 'exactly one of --checkpoint_dir, --hf_dir or --random_init' in capsys.readouterr().err

@@ -157,6 +157,11 @@ def test_real_rollout_with_a_tiny_random_jax_model(tmp_path):
       assert t.failure.startswith('parse_failed') and t.final_answer is None
 
 
+def _reset_gin():
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.clear_config(clear_constants=True)  # also unlocks what the CLI finalized
+
+
 def _write_world(exp_dir):
   from restreact_jax import main  # pylint: disable=g-import-not-at-top
   main.run(['world', '--gin_file=gin/runs/world.gin', f"--gin.EXP_DIR='{exp_dir}'",
@@ -172,12 +177,13 @@ def test_rollout_and_agent_commands_over_http(tmp_path, capsys):
   from tests.test_backends import _Server  # pylint: disable=g-import-not-at-top
   exp = tmp_path / 'exp'
   _write_world(exp)
-  gin.clear_config(clear_constants=True)
+  _reset_gin()
 
   def reply(p):
     step_type = prompts.detect_step_type(p['prompt'])
     if step_type == 'decision':
-      text = STOP if 'SelectLink(' in p['prompt'] else SEARCH('founded by')
+      state = p['prompt'].rsplit('#########################\n', 1)[-1]
+      text = STOP if 'SelectLink(' in state else SEARCH('founded by')
     elif step_type == 'summarize':
       text = prompts.render_target('summarize', {
           'type': 'LinkSelection', 'grounded_summarization': 'According to [link_id=1], x.',
@@ -200,7 +206,7 @@ def test_rollout_and_agent_commands_over_http(tmp_path, capsys):
     hits = trajs[0].steps[0].tool.results
     assert hits and hits[0].doc_id  # real BM25 hits over the world corpus
     assert (exp / 'gen_1' / 'trajectories' / 'rollout_config.gin').exists()
-    gin.clear_config(clear_constants=True)
+    _reset_gin()
     capsys.readouterr()
     main.run(['agent', *common, '--question', 'Who founded Lanternfield Pictures?'])
     out = capsys.readouterr().out
@@ -208,5 +214,6 @@ def test_rollout_and_agent_commands_over_http(tmp_path, capsys):
     assert '== final answer: Oren Vasko [link_id=4].' in out
   finally:
     server.close()
+  _reset_gin()
   assert main.main(['rollout', '--gin_file=gin/runs/rollout.gin', f"--gin.EXP_DIR='{exp}'",
                     '--gin.MODEL=None', '--gin.SPLIT="nope"']) == 2

@@ -21,6 +21,11 @@ N samples of the attempt that decided the step (the ranker ranks these);
 `parse_events` records every attempt whose candidates all failed to parse,
 with each candidate's error. `tool` is the search that followed a decision
 step choosing `Search`. A perplexity of infinity (no tokens) is stored as null.
+`timings` holds `llm_s` (wall time of the pooled `generate` calls that served
+the step, summed over attempts; shared with the rest of the batch) and, on a
+decision step that searched, `search_s`. `seed` is the rollout's base seed;
+per-step seeds derive from it (`agent.derive_seed`) and failed attempts record
+theirs in `parse_events`.
 """
 
 from __future__ import annotations

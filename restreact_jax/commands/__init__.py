@@ -14,4 +14,8 @@ COMMANDS: dict[str, str] = {
     'rollout': 'restreact_jax.commands.rollout:rollout',
     'agent': 'restreact_jax.commands.agent:agent',
     'sample': 'restreact_jax.commands.sample:sample',
+    'rest': 'restreact_jax.commands.rest:rest',
+    'rank': 'restreact_jax.commands.rank:rank',
+    'mixture': 'restreact_jax.commands.mixture:mixture',
+    'evaluate': 'restreact_jax.commands.evaluate:evaluate',
 }

@@ -37,7 +37,8 @@ def format_step(index: int, step: Step, show_prompt: bool = False) -> str:
   if show_prompt:
     lines.append(textwrap.indent(step.prompt[step.prefix_len:].rstrip('\n'), '   | '))
   for event in step.parse_events[:-1] if step.chosen is None else step.parse_events:
-    lines.append(f'   attempt {event["attempt"] + 1} failed: {", ".join(map(str, event["errors"]))}')
+    errs = ', '.join(map(str, event['errors']))
+    lines.append(f'   attempt {event["attempt"] + 1} failed: {errs}')
   for i, c in enumerate(step.candidates):
     mark = '*' if i == step.chosen else ' '
     status = 'ok' if c.parse['ok'] else c.parse['error']

@@ -101,7 +101,7 @@ def _macro(name: str) -> Any:
 
 
 def _backend_started() -> bool:
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  from jax._src import xla_bridge
   return xla_bridge.backends_are_initialized()
 
 
@@ -116,7 +116,7 @@ def ensure_devices(count: int, platform: str = 'cpu') -> None:
   Raises:
     UserError: too few devices and no way to get more in this process.
   """
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   if platform == 'native':
     if jax.device_count() < count:
       raise errors.UserError(f'compile: the mesh needs {count} devices; this host has '
@@ -204,7 +204,7 @@ def check_divisible(shapes: Shapes, mesh_shape: tuple[int, int], sampling: bool 
 
 def bytes_per_device(tree: Any) -> int:
   """Bytes one device holds of a tree of sharded `ShapeDtypeStruct`s (the largest shard)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   total = 0
   for leaf in jax.tree.leaves(tree):
     shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
@@ -213,7 +213,7 @@ def bytes_per_device(tree: Any) -> int:
 
 
 def total_bytes(tree: Any) -> int:
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   return sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
 
@@ -223,10 +223,11 @@ def replicated_params(config: Any, mesh: Any, rules: Any) -> list[str]:
   Such dimensions are replicated (e.g. Gemma 2B's single KV head on a 4-way
   `model` axis); they are where memory goes, so the report names them.
   """
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from restreact_jax.models import transformer  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from restreact_jax.models import transformer
 
   model = transformer.Transformer(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -252,7 +253,7 @@ def replicated_params(config: Any, mesh: Any, rules: Any) -> list[str]:
 
 
 def _with_sharding(abstract: Any, shardings: Any) -> Any:
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract, shardings)
 
@@ -260,11 +261,11 @@ def _with_sharding(abstract: Any, shardings: Any) -> Any:
 def _train_lowering(config: Any, mesh: Any, rules: Any, shapes: Shapes,
                     optimizer_config: Any) -> tuple[Callable[[], Any], dict[str, int]]:
   """The trainer's jitted train step, lowered for abstract state and batch."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
-  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from restreact_jax import partitioning, trainer
 
   optimizer = trainer.make_optimizer(optimizer_config, total_steps=1000)
   schedule = trainer.learning_rate_schedule(optimizer_config, total_steps=1000)
@@ -273,6 +274,7 @@ def _train_lowering(config: Any, mesh: Any, rules: Any, shapes: Shapes,
                                 num_microbatches=shapes.num_microbatches)
   rows = partitioning.batch_sharding(mesh, 2)
   shape = (shapes.batch_size, shapes.seq_len)
+  # With the packing features (positions, segment ids): the costlier attention mask.
   batch = {
       'decoder_input_tokens': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=rows),
       'decoder_target_tokens': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=rows),
@@ -303,13 +305,12 @@ def _train_lowering(config: Any, mesh: Any, rules: Any, shapes: Shapes,
 def _sampling_lowerings(config: Any, mesh: Any, rules: Any, shapes: Shapes
                         ) -> dict[str, tuple[Callable[[], Any], dict[str, int]]]:
   """Prefill and the decode loop over a slot-sharded KV cache, lowered from shapes."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from restreact_jax import decoding  # pylint: disable=g-import-not-at-top
-  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
-  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
-  from restreact_jax.models import transformer  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from restreact_jax import decoding, partitioning, trainer
+  from restreact_jax.models import transformer
 
   model = transformer.Transformer(config)
   params, _ = trainer.param_shardings(config, mesh, rules)
@@ -427,7 +428,11 @@ def _print_report(report: dict[str, Any]) -> None:
           f"{s.get('output_bytes', 0) / _MB:>10.1f}{s.get('alias_bytes', 0) / _MB:>11.1f}"
           f"{s.get('temp_bytes', 0) / _MB:>11.1f}{s.get('peak_bytes', 0) / _MB:>11.1f}"
           f"{s.get('flops', 0) / 1e9:>11.2f}{s['params_bytes'] / _MB:>12.1f}")
-  print('(per device; args/out/alias/temp from XLA memory_analysis, GFLOP from cost_analysis)')
+  print('(per device; args/out/alias/temp from XLA memory_analysis, GFLOP from cost_analysis,'
+        ' which counts a loop body once)')
+  if 'model_flops' in report['steps'].get('train', {}):
+    print(f"train model GFLOP per device (6N + attention): "
+          f"{report['steps']['train']['model_flops'] / 1e9:.2f}")
   for line in report['replicated']:
     print(f'replicated: {line}')
 
@@ -469,12 +474,16 @@ def compile_ahead(model: Any = None,
   Returns:
     The report: mesh, model, per-step memory and FLOPs, replicated parameters.
   """
-  import tqdm  # pylint: disable=g-import-not-at-top
+  import tqdm
 
   model = model if model is not None else _macro('MODEL')
   if model is None:
     raise errors.UserError('compile: no model; pass --gin_file=gin/models/<size>.gin '
                            '(which sets MODEL) or bind compile_ahead.model')
+  from restreact_jax.models import configs
+  if not isinstance(model, configs.TransformerConfig):
+    raise errors.UserError(f'compile: model must be a models.TransformerConfig, got '
+                           f'{type(model).__name__}')
   mesh = mesh if mesh is not None else _macro('MESH_SHAPE')
   if mesh is None:
     raise errors.UserError('compile: no mesh; pass --mesh=DATAxMODEL (e.g. --mesh=2x4)')
@@ -500,10 +509,9 @@ def compile_ahead(model: Any = None,
 
   ensure_devices(math.prod(mesh_shape), platform)
 
-  import jax  # pylint: disable=g-import-not-at-top
-  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
-  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
-  from restreact_jax.models import configs  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from restreact_jax import partitioning, trainer
 
   devices = jax.devices('cpu') if platform == 'cpu' else jax.devices()
   device_mesh = partitioning.make_mesh(mesh_shape, devices=devices)
@@ -541,6 +549,12 @@ def compile_ahead(model: Any = None,
     compiled = lowered.compile()
     bar.update(1)
     report['steps'][name] = {**expected, **analyze(compiled)}
+  if 'train' in report['steps']:
+    # The 6N + attention estimate, to hold XLA's count against: XLA counts the
+    # body of a loop (the microbatch scan) once.
+    tokens = shapes.batch_size * shapes.seq_len
+    report['steps']['train']['model_flops'] = (
+        configs.flops_per_token(model, seq) * tokens / math.prod(mesh_shape))
   bar.close()
 
   json_target = None if json in (None, '', False) else str(json)

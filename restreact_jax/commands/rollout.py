@@ -76,10 +76,11 @@ def make_llm(exp_dir: str, *, backend: str, model: Any = None,
   if backend == 'openai':
     if not openai_base_url:
       raise errors.UserError('llm backend "openai" needs openai_base_url')
-    from restreact_jax.agent.backends import OpenAICompletionsLLM  # pylint: disable=g-import-not-at-top
-    return OpenAICompletionsLLM(openai_base_url, openai_model, api_key_env=api_key_env)
+    from restreact_jax.agent import backends  # pylint: disable=g-import-not-at-top
+    return backends.OpenAICompletionsLLM(openai_base_url, openai_model, api_key_env=api_key_env)
   if backend != 'jax':
-    raise errors.UserError(f'unknown llm backend {backend!r}; choose one of {", ".join(LLM_BACKENDS)}')
+    raise errors.UserError(
+        f'unknown llm backend {backend!r}; choose one of {", ".join(LLM_BACKENDS)}')
   from restreact_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from restreact_jax.agent.backends import jax_backend  # pylint: disable=g-import-not-at-top
   ckpt = under(exp_dir, policy_checkpoint)

@@ -1,0 +1,129 @@
+"""Training-step throughput as a fraction of this machine's measured matmul peak.
+
+  python benchmarks/train_step.py --config s --json
+
+Builds the model of `gin/models/<config>.gin`, jits the real `trainer.train_step`
+on the default devices, times it on synthetic token batches, and measures the
+float32 peak (a jitted 4096x4096 `jnp.dot`) in the same run, before and after
+the steps; the larger peak is used, so the fraction is never flattered by a
+busy moment. Prints one JSON object:
+`{"config", "tokens_per_s", "flops_per_s", "peak_flops_per_s", "fraction_of_peak", ...}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from restreact_jax import gin_utils
+from restreact_jax import partitioning
+from restreact_jax import trainer
+from restreact_jax.models import configs
+
+_GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / 'gin'
+
+
+@gin.configurable
+def _model(model=gin.REQUIRED):
+  return model
+
+
+def load_model_config(name: str) -> configs.TransformerConfig:
+  """The `MODEL` of `gin/models/<name>.gin`."""
+  import restreact_jax.gin_registry  # noqa: F401  (registers models.TransformerConfig)
+  gin.clear_config(clear_constants=True)
+  gin_utils.parse([str(_GIN_DIR / 'models' / f'{name}.gin')], ['_model.model = %MODEL'])
+  return _model()
+
+
+def matmul_peak(n: int = 4096, repeats: int = 3) -> float:
+  """FLOP/s of the best of `repeats` jitted float32 `n x n` matmuls."""
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best
+
+
+def time_train_steps(config: configs.TransformerConfig, batch_size: int, seq_len: int,
+                     steps: int, num_microbatches: int) -> float:
+  """Seconds per `train_step` after compilation (mean over `steps`)."""
+  mesh = partitioning.make_mesh((-1, 1))
+  rules = partitioning.logical_axis_rules()
+  program = trainer.build_program(
+      config, mesh, rules, trainer.OptimizerConfig(warmup_steps=10, decay_steps=1000),
+      num_microbatches, z_loss=1e-4)
+  state = program.init(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, config.vocab_size, size=(batch_size, seq_len + 1)).astype(np.int32)
+  sharding = partitioning.batch_sharding(mesh)
+  batch = {
+      'decoder_input_tokens': jax.device_put(tokens[:, :-1], sharding),
+      'decoder_target_tokens': jax.device_put(tokens[:, 1:], sharding),
+      'decoder_loss_weights': jax.device_put(np.ones((batch_size, seq_len), np.int32), sharding),
+  }
+  key = jax.random.key(1)
+  for _ in range(2):  # compile and warm up
+    state, metrics = program.steps.train(state, batch, key)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = program.steps.train(state, batch, key)
+  jax.block_until_ready((state, metrics))
+  if not np.isfinite(float(metrics['loss'])):
+    raise RuntimeError('benchmark loss is not finite')
+  return (time.perf_counter() - start) / steps
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--config', default='s', help='a gin/models/<config>.gin size')
+  parser.add_argument('--batch_size', type=int, default=16)
+  parser.add_argument('--seq_len', type=int, default=256)
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--num_microbatches', type=int, default=1)
+  parser.add_argument('--json', action='store_true', help='print only the JSON object')
+  args = parser.parse_args(argv)
+
+  config = load_model_config(args.config)
+  peak_before = matmul_peak()
+  seconds = time_train_steps(config, args.batch_size, args.seq_len, args.steps,
+                             args.num_microbatches)
+  peak = max(peak_before, matmul_peak())
+  tokens_per_s = args.batch_size * args.seq_len / seconds
+  flops_per_s = configs.flops_per_token(config, args.seq_len) * tokens_per_s
+  result = {
+      'config': args.config,
+      'tokens_per_s': round(tokens_per_s, 1),
+      'flops_per_s': round(flops_per_s),
+      'peak_flops_per_s': round(peak),
+      'fraction_of_peak': round(flops_per_s / peak, 4),
+      'batch_size': args.batch_size,
+      'seq_len': args.seq_len,
+      'num_microbatches': args.num_microbatches,
+      'params': configs.param_count(config),
+      'devices': jax.device_count(),
+      'seconds_per_step': round(seconds, 4),
+  }
+  if not args.json:
+    print(f'{args.config}: {tokens_per_s:.0f} tokens/s, {flops_per_s / 1e9:.1f} GFLOP/s = '
+          f'{result["fraction_of_peak"]:.2f} of the measured {peak / 1e9:.1f} GFLOP/s peak',
+          file=sys.stderr)
+  print(json.dumps(result))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))

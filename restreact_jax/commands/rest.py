@@ -1,0 +1,163 @@
+"""`restreact rest`: the whole self-improvement loop on one experiment directory.
+
+  restreact rest --gin_file=gin/experiments/demo_cpu.gin --gin.EXP_DIR="'runs/demo'"
+
+Prints a line per phase (`== phase gen_1/rollout`, `[gen_1/rollout] finished
+in 12.3s`), the dev auto-eval of every model, each keep/reject decision, and
+the final policy. Rerunning the same command resumes: done phases are skipped,
+stale ones redone, training resumes from its checkpoint and rollouts from
+their shards. `restreact rank`, `mixture` and `evaluate` run single phases
+with the same bindings.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import gin
+
+from restreact_jax import errors
+from restreact_jax.rest.phases import AgentSettings, TrainSettings
+
+
+def _opt_int(value: Any, name: str) -> int | None:
+  if value in (None, '', 'None'):
+    return None
+  try:
+    return int(value)
+  except (TypeError, ValueError):
+    raise errors.UserError(f'{name} must be an integer, got {value!r}') from None
+
+
+@gin.configurable
+def rest(exp_dir: str = gin.REQUIRED,
+         models: Mapping[str, Any] = gin.REQUIRED,
+         policy_size: str = gin.REQUIRED,
+         student_sizes: Sequence[str] = (),
+         generations: int | str = 2,
+         world_seed: int = 0,
+         num_entities: int = 400,
+         num_train: int = 300,
+         num_dev: int = 60,
+         num_test: int = 60,
+         vocab_size: int = 2048,
+         exemplar_set: str = 'world',
+         pretrain: TrainSettings = TrainSettings(steps=2000),
+         seed_finetune: TrainSettings = TrainSettings(steps=300),
+         finetune: TrainSettings = TrainSettings(steps=500),
+         distill: TrainSettings | None = None,
+         init_from: str = 'base',
+         repeats: Sequence[int] = (1, 4),
+         train_limit: int | None = None,
+         agent: AgentSettings = AgentSettings(),
+         num_samples_by_size: Mapping[str, int] | None = None,
+         ranker: str = 'default',
+         rule_weight: float = 1.0,
+         consistency_weight: float = 1.0,
+         mixture_rates: Mapping[str, float] | None = None,
+         seed_fraction: float = 0.0,
+         eval_runs: int = 3,
+         eval_limit: int | None = None,
+         judge: str = 'matcher',
+         judge_openai_base_url: str = '',
+         judge_openai_model: str = '',
+         min_improvement: float = 0.0,
+         gen0: str = 'finetune',
+         gen0_openai_base_url: str = '',
+         gen0_openai_model: str = '',
+         gen0_num_exemplars: int | None = None,
+         seed: int = 0,
+         mesh_shape: Sequence[int] = (-1, 1),
+         test: bool = True,
+         progress: bool | str = True,
+         only: Sequence[str] | str | None = None) -> dict[str, Any]:
+  """Runs (or resumes) the self-improvement loop; see `rest.loop.RestConfig`.
+
+  Args:
+    exp_dir: the experiment directory (`EXP_DIR`).
+    models: size name → `TransformerConfig` (the policy and the students).
+    policy_size: the size that rolls out.
+    student_sizes: sizes distilled from each generation's mixture.
+    generations: G (the command line may pass `--generations=4`).
+    world_seed: the synthetic world's seed.
+    num_entities: generated entities.
+    num_train: unlabeled training questions.
+    num_dev: dev questions (model selection).
+    num_test: test questions (final numbers).
+    vocab_size: SentencePiece pieces.
+    exemplar_set: hand-written trajectories ('world' or 'open_domain').
+    pretrain: base LM training settings.
+    seed_finetune: gen 0 fine-tune on the exemplars.
+    finetune: each generation's policy fine-tune.
+    distill: the students' fine-tune (default: `finetune`).
+    init_from: 'base' or 'previous'.
+    repeats: trajectories per question by generation (last value repeats).
+    train_limit: only the first N training questions.
+    agent: rollout sampling settings.
+    num_samples_by_size: per-size candidates per step.
+    ranker: 'default' (label-free), 'rules', 'consistency', 'oracle' (ablation).
+    rule_weight: rule rater weight in 'default'.
+    consistency_weight: self-consistency weight in 'default'.
+    mixture_rates: per-step-type rates (None: proportional to examples).
+    seed_fraction: share of seed exemplars in every generation's data (0:
+      the paper's setting).
+    eval_runs: runs per dev/test question.
+    eval_limit: only the first N dev/test questions.
+    judge: 'matcher' or 'llm'.
+    judge_openai_base_url: the LLM judge's server.
+    judge_openai_model: its model.
+    min_improvement: keep a new policy only above previous + this (points).
+    gen0: 'finetune' or 'prompted'.
+    gen0_openai_base_url: the prompted gen-0 model's server.
+    gen0_openai_model: its model.
+    gen0_num_exemplars: shots per step for the prompted model (None: paper).
+    seed: root of rollout seeds.
+    mesh_shape: training mesh `(data, model)`.
+    test: evaluate the final models on the test split.
+    progress: tqdm bars.
+    only: run just these phases (comma-separated on the command line).
+
+  Returns:
+    The loop's summary.
+  """
+  from restreact_jax import distributed  # pylint: disable=g-import-not-at-top
+  from restreact_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  from restreact_jax.commands.rollout import as_bool  # pylint: disable=g-import-not-at-top
+  from restreact_jax.rest import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from restreact_jax.rest import loop  # pylint: disable=g-import-not-at-top
+  from restreact_jax.world import build  # pylint: disable=g-import-not-at-top
+  import tasks  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
+  world = build.WorldConfig(seed=int(world_seed), num_entities=int(num_entities),
+                            num_train=int(num_train), num_dev=int(num_dev),
+                            num_test=int(num_test))
+  world.validate()
+  cfg = loop.RestConfig(
+      world=world, models=dict(models), policy_size=str(policy_size),
+      student_sizes=tuple(student_sizes), generations=_opt_int(generations, 'generations'),
+      vocab_size=int(vocab_size), exemplar_set=exemplar_set, pretrain=pretrain,
+      seed_finetune=seed_finetune, finetune=finetune, distill=distill or finetune,
+      init_from=init_from, repeats=tuple(int(r) for r in repeats),
+      train_limit=_opt_int(train_limit, 'train_limit'), agent=agent,
+      num_samples_by_size=dict(num_samples_by_size or {}), ranker=ranker,
+      rule_weight=float(rule_weight), consistency_weight=float(consistency_weight),
+      mixture_rates=dict(mixture_rates) if mixture_rates else None,
+      seed_fraction=float(seed_fraction),
+      eval_runs=int(eval_runs), eval_limit=_opt_int(eval_limit, 'eval_limit'), judge=judge,
+      judge_openai_base_url=judge_openai_base_url, judge_openai_model=judge_openai_model,
+      min_improvement=float(min_improvement), gen0=gen0,
+      gen0_openai_base_url=gen0_openai_base_url, gen0_openai_model=gen0_openai_model,
+      gen0_num_exemplars=gen0_num_exemplars, seed=int(seed),
+      mesh_shape=tuple(int(x) for x in mesh_shape), test=as_bool(test),
+      progress=as_bool(progress))
+  if isinstance(only, str):
+    only = [p.strip() for p in only.split(',') if p.strip()]
+  root = pathlib.Path(exp_dir)
+  primary = distributed.is_primary()
+  if primary:
+    gin_utils.write_config(root)
+  exp = experiment_lib.Experiment(root, is_primary=primary)
+  config_path = root / 'config.gin'
+  config_text = config_path.read_text() if config_path.exists() else ''
+  return loop.self_improve(cfg, exp, only=only, config_text=config_text)

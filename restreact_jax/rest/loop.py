@@ -1,0 +1,519 @@
+"""The self-improvement loop (arXiv 2312.10003 §3.6), phase by phase on EXP_DIR.
+
+`self_improve` reads as the paper's algorithm:
+
+  world → search index → seed exemplars → vocabulary → base LM (pretrained on
+  the corpus) → gen 0 (the base fine-tuned on the exemplars, or a prompted
+  HTTP model) → for g = 1..G: roll out the policy on the unlabeled training
+  questions (R repeats) → rank every step's candidates (label-free) → build
+  the mixture → fine-tune a policy of the same size → fine-tune the smaller
+  students on the same data (self-distillation) → auto-eval all on dev →
+  keep the new policy only if it beats the previous one → finally auto-eval
+  on test and write the report.
+
+Every phase runs through `Experiment.run` with its config fingerprint and the
+phases it reads, so a rerun skips what is done, redoes what is stale, resumes
+training from its Orbax checkpoint and rollouts from their shards. A `Runner`
+restricted to some phases (`only`) runs just those and requires everything
+before them to be done already (the `restreact rank/mixture/evaluate` commands).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Callable, Mapping, Sequence
+
+from restreact_jax import errors
+from restreact_jax.rest import experiment as experiment_lib
+from restreact_jax.rest import phases
+from restreact_jax.rest.phases import AgentSettings, Policy, TrainSettings
+
+RANKERS = ('default', 'rules', 'consistency', 'oracle')
+INIT_FROM = ('base', 'previous')
+
+
+@dataclasses.dataclass(frozen=True)
+class RestConfig:
+  """Everything the loop needs (the `rest` command builds it from gin).
+
+  Attributes:
+    world: the synthetic world's `WorldConfig`.
+    models: size name → `TransformerConfig` for the policy and every student.
+    policy_size: the size that rolls out (the paper's L).
+    student_sizes: sizes fine-tuned on each mixture (self-distillation).
+    generations: G, the number of self-improvement generations.
+    vocab_size: SentencePiece pieces (at most every model's vocab_size).
+    exemplar_set: the hand-written trajectories ('world' or 'open_domain').
+    pretrain: base LM training (per size).
+    seed_finetune: gen 0: the base fine-tuned on the exemplars.
+    finetune: a generation's policy fine-tune.
+    distill: a generation's student fine-tunes.
+    init_from: 'base' (each generation starts from the base checkpoint) or
+      'previous' (from the previous generation's model of that size).
+    repeats: trajectories per training question, by generation (g=1 first);
+      later generations reuse the last value.
+    train_limit: only the first N training questions (None: all).
+    agent: sampling settings of rollouts and evaluation.
+    num_samples_by_size: per-size override of `agent.num_samples`.
+    ranker: 'default' (label-free: rules + self-consistency), 'rules',
+      'consistency', or 'oracle' (gold labels; an ablation, labelled as such).
+    rule_weight: weight of the rule rater in 'default'.
+    consistency_weight: weight of self-consistency in 'default'.
+    mixture_rates: per-step-type mixing rates; None: proportional to examples.
+    seed_fraction: share of the seed exemplars mixed into every generation's
+      training data (0, the paper's setting: no accumulation). A generation
+      whose mixture is empty and whose seed_fraction is 0 trains nothing: its
+      policy is kept from before and the decision says why.
+    eval_runs: trajectories per dev/test question (runs for mean ± std).
+    eval_limit: only the first N dev/test questions (None: all).
+    judge: 'matcher' or 'llm'.
+    judge_openai_base_url: server of the LLM judge.
+    judge_openai_model: its model name.
+    min_improvement: a new policy is kept only if its dev accuracy exceeds the
+      previous one's by more than this (percentage points).
+    gen0: 'finetune' or 'prompted' (an OpenAI-compatible model with few-shot
+      prompts rolls out generation 1).
+    gen0_openai_base_url: the prompted model's server.
+    gen0_openai_model: its model name.
+    gen0_num_exemplars: shots per step for the prompted model (None: paper).
+    seed: root of the rollout seeds.
+    mesh_shape: `(data, model)` mesh for training.
+    test: evaluate the final models on the test split.
+    progress: draw tqdm bars.
+  """
+  world: Any
+  models: Mapping[str, Any]
+  policy_size: str
+  student_sizes: tuple[str, ...] = ()
+  generations: int = 2
+  vocab_size: int = 2048
+  exemplar_set: str = 'world'
+  pretrain: TrainSettings = TrainSettings(steps=2000)
+  seed_finetune: TrainSettings = TrainSettings(steps=300)
+  finetune: TrainSettings = TrainSettings(steps=500)
+  distill: TrainSettings = TrainSettings(steps=500)
+  init_from: str = 'base'
+  repeats: tuple[int, ...] = (1, 4)
+  train_limit: int | None = None
+  agent: AgentSettings = AgentSettings()
+  num_samples_by_size: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  ranker: str = 'default'
+  rule_weight: float = 1.0
+  consistency_weight: float = 1.0
+  mixture_rates: Mapping[str, float] | None = None
+  seed_fraction: float = 0.0
+  eval_runs: int = 3
+  eval_limit: int | None = None
+  judge: str = 'matcher'
+  judge_openai_base_url: str = ''
+  judge_openai_model: str = ''
+  min_improvement: float = 0.0
+  gen0: str = 'finetune'
+  gen0_openai_base_url: str = ''
+  gen0_openai_model: str = ''
+  gen0_num_exemplars: int | None = None
+  seed: int = 0
+  mesh_shape: tuple[int, ...] = (-1, 1)
+  test: bool = True
+  progress: bool = True
+
+  def validate(self) -> None:
+    """Raises `UserError` naming the first bad setting."""
+    if self.policy_size not in self.models:
+      raise errors.UserError(f'rest.policy_size {self.policy_size!r} is not in rest.models '
+                             f'({", ".join(self.models)})')
+    for size in self.student_sizes:
+      if size not in self.models:
+        raise errors.UserError(f'rest.student_sizes: {size!r} is not in rest.models '
+                               f'({", ".join(self.models)})')
+    if self.policy_size in self.student_sizes:
+      raise errors.UserError('rest.student_sizes must not contain the policy size')
+    if self.generations < 0:
+      raise errors.UserError(f'rest.generations must be >= 0, got {self.generations}')
+    if not self.repeats or any(int(r) < 1 for r in self.repeats):
+      raise errors.UserError(f'rest.repeats must be integers >= 1, got {self.repeats}')
+    if self.ranker not in RANKERS:
+      raise errors.UserError(f'rest.ranker {self.ranker!r}; choose one of {", ".join(RANKERS)}')
+    if self.init_from not in INIT_FROM:
+      raise errors.UserError(f'rest.init_from {self.init_from!r}; choose base or previous')
+    if self.gen0 not in ('finetune', 'prompted'):
+      raise errors.UserError(f"rest.gen0 {self.gen0!r}; choose 'finetune' or 'prompted'")
+    if self.gen0 == 'prompted' and not self.gen0_openai_base_url:
+      raise errors.UserError("rest.gen0 = 'prompted' needs rest.gen0_openai_base_url")
+    if self.eval_runs < 1:
+      raise errors.UserError(f'rest.eval_runs must be >= 1, got {self.eval_runs}')
+    if self.vocab_size < 1:
+      raise errors.UserError(f'rest.vocab_size must be >= 1, got {self.vocab_size}')
+    for size, model in self.models.items():
+      if model.vocab_size < self.vocab_size:
+        raise errors.UserError(f'model {size!r} has vocab_size {model.vocab_size} < '
+                               f'rest.vocab_size {self.vocab_size}')
+    for name in ('pretrain', 'seed_finetune', 'finetune', 'distill'):
+      if getattr(self, name).steps < 1:
+        raise errors.UserError(f'rest.{name} needs steps >= 1')
+
+  def repeats_for(self, generation: int) -> int:
+    return int(self.repeats[min(generation, len(self.repeats)) - 1])
+
+  def agent_for(self, size: str | None) -> AgentSettings:
+    n = self.num_samples_by_size.get(size) if size else None
+    return dataclasses.replace(self.agent, num_samples=int(n)) if n else self.agent
+
+
+class _Stop(Exception):
+  """Every phase a restricted `Runner` was asked for is done."""
+
+
+class Runner:
+  """Runs phases through the experiment, optionally only some of them.
+
+  Args:
+    exp: the experiment directory.
+    only: phase names to run; every other phase must already be done (its
+      recorded result is used). None runs everything.
+    log: progress lines.
+  """
+
+  def __init__(self, exp: experiment_lib.Experiment, only: Sequence[str] | None = None,
+               log: Callable[[str], None] = print):
+    self.exp = exp
+    self.only = set(only) if only is not None else None
+    self._pending = set(self.only or ())
+    self.log = log
+
+  def __call__(self, name: str, fn: Callable[[pathlib.Path], Any], *, output: str,
+               config: Any = None, deps: Sequence[str] = (), resumable: bool = False) -> Any:
+    if self.only is not None and name not in self.only:
+      fp = experiment_lib.fingerprint(
+          config, [f'{d}:{self.exp.fingerprint_of(d)}' for d in deps])
+      if not self.exp.is_done(name, fp):
+        state = 'is stale' if self.exp.record(name) else 'has not run'
+        raise errors.UserError(
+            f'phase {name!r} {state} in {self.exp.root}; it comes before '
+            f'{", ".join(sorted(self._pending))}: run `restreact rest` first')
+      return self.exp.record(name).result
+    self.log(f'== phase {name}')
+    result = self.exp.run(name, fn, output=output, config=config, deps=deps,
+                          resumable=resumable)
+    if self.only is not None:
+      self._pending.discard(name)
+      if not self._pending:
+        raise _Stop()
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The algorithm.
+
+
+def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
+                 only: Sequence[str] | None = None, config_text: str = '',
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Runs (or resumes) the whole loop; see the module docstring.
+
+  Args:
+    cfg: the settings.
+    exp: the experiment directory.
+    only: run just these phases (everything before them must be done).
+    config_text: the resolved gin config, saved in checkpoints.
+    log: progress lines.
+
+  Returns:
+    `{"policy": label, "decisions": [...], "test": {...}}`.
+  """
+  cfg.validate()
+  run = Runner(exp, only, log)
+  steps = _Steps(cfg, exp, run, config_text, log)
+  try:
+    steps.world_and_index()
+    steps.vocabulary()
+    for size in (cfg.policy_size, *cfg.student_sizes):
+      steps.pretrain(size)
+    policy = steps.generation_zero()
+    best = steps.evaluate(policy, 'dev')
+    decisions = []
+    previous = {size: None for size in (cfg.policy_size, *cfg.student_sizes)}
+    for g in range(1, cfg.generations + 1):
+      steps.rollout(g, policy)
+      steps.rank(g)
+      stats = steps.mixture(g)
+      if not stats['examples'] and not cfg.seed_fraction:
+        decisions.append(steps.select(g, None, None, policy, best))
+        continue
+      candidate = steps.finetune(g, cfg.policy_size, previous[cfg.policy_size] or policy)
+      students = [steps.finetune(g, size, previous[size]) for size in cfg.student_sizes]
+      score = steps.evaluate(candidate, 'dev')
+      for student in students:
+        steps.evaluate(student, 'dev')
+      decision = steps.select(g, candidate, score, policy, best)
+      decisions.append(decision)
+      if decision['kept']:
+        policy, best = candidate, score
+      previous = {cfg.policy_size: candidate, **{s.size: s for s in students}}
+    test = steps.final_test(policy) if cfg.test else {}
+    steps.report()
+  except _Stop:
+    return {'policy': None, 'decisions': [], 'test': {}}
+  log(f'rest: final policy {policy.label} (dev final {_fmt(best)})')
+  return {'policy': policy.label, 'decisions': decisions, 'test': test}
+
+
+def _fmt(stat: Mapping[str, Any] | None) -> str:
+  if not stat:
+    return 'n/a'
+  return f'{stat["mean"]:.1f} ± {stat["std"]:.1f} over {stat["n_runs"]} runs'
+
+
+class _Steps:
+  """The loop's phases with their outputs, fingerprints and dependencies."""
+
+  def __init__(self, cfg: RestConfig, exp: experiment_lib.Experiment, run: Runner,
+               config_text: str, log: Callable[[str], None]):
+    self.cfg = cfg
+    self.exp = exp
+    self.root = exp.root
+    self.run = run
+    self.config_text = config_text
+    self.log = log
+    self.vocab_path = str(self.root / 'vocab' / 'spm.model')
+    self.eval_phases: list[str] = []
+
+  # -- world, index, seed data, vocabulary ------------------------------------
+
+  def world_and_index(self) -> None:
+    self.run('world', lambda out: phases.build_world(out, self.cfg.world),
+             output='world', config={'world': self.cfg.world})
+    self.run('search', lambda out: phases.build_search_index(
+        out, self.root / 'world' / 'corpus.jsonl'), output='search/bm25', deps=['world'])
+
+  def vocabulary(self) -> None:
+    self.run('gen_0/seed', lambda out: phases.write_seed(out, self.cfg.exemplar_set),
+             output='gen_0/seed', config={'exemplar_set': self.cfg.exemplar_set})
+    self.run('vocab', lambda out: phases.train_vocabulary(
+        out, [self.root / 'world' / 'corpus.jsonl', self.root / 'gen_0' / 'seed' / 'seed.jsonl'],
+        self.cfg.vocab_size), output='vocab', config={'vocab_size': self.cfg.vocab_size},
+             deps=['world', 'gen_0/seed'])
+
+  # -- training -------------------------------------------------------------
+
+  def _train(self, name: str, size: str, task_fn: Callable[[], str], settings: TrainSettings,
+             init: str | None, deps: Sequence[str], extra: Any = None) -> None:
+    def fn(out: pathlib.Path) -> Any:
+      task = task_fn()
+      init_dir = str(self.root / init) if init else None
+      return phases.train(out, model=self.cfg.models[size], task=task, settings=settings,
+                          mesh_shape=self.cfg.mesh_shape, init_checkpoint=init_dir,
+                          config_text=self.config_text, progress=self.cfg.progress)
+    self.run(name, fn, output=name, resumable=True, deps=deps,
+             config={'model': self.cfg.models[size], 'settings': settings, 'init': init,
+                     'extra': extra})
+
+  def pretrain(self, size: str) -> None:
+    from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+    self._train(f'base/{size}', size,
+                lambda: rest_tasks.register_corpus(self.root, self.vocab_path),
+                dataclasses.replace(self.cfg.pretrain, task_feature_lengths={
+                    'targets': self.cfg.pretrain.task_feature_lengths.get('targets', 256)}),
+                None, ['world', 'vocab'])
+
+  def generation_zero(self) -> Policy:
+    """Gen 0: the base fine-tuned on the seed exemplars, or a prompted model."""
+    from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+    cfg = self.cfg
+    if cfg.gen0 == 'prompted':
+      return Policy(label='gen_0/prompted', generation=0, backend='openai',
+                    openai_base_url=cfg.gen0_openai_base_url,
+                    openai_model=cfg.gen0_openai_model, exemplar_set=cfg.exemplar_set,
+                    num_exemplars=cfg.gen0_num_exemplars)
+    name = f'gen_0/models/{cfg.policy_size}'
+    self._train(name, cfg.policy_size,
+                lambda: rest_tasks.register_seed(self.root, self.vocab_path),
+                cfg.seed_finetune, f'base/{cfg.policy_size}/checkpoints',
+                ['gen_0/seed', 'vocab', f'base/{cfg.policy_size}'])
+    return self._policy(0, cfg.policy_size, name)
+
+  def _policy(self, generation: int, size: str, phase: str) -> Policy:
+    return Policy(label=f'gen_{generation}/{size}', generation=generation, size=size,
+                  phase=phase, checkpoint=f'{phase}/checkpoints')
+
+  def finetune(self, g: int, size: str, previous: Policy | None) -> Policy:
+    """Fine-tunes `size` on generation g's mixture (policy) or distill task (student)."""
+    from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+    cfg = self.cfg
+    is_policy = size == cfg.policy_size
+    init_phase = f'base/{size}'
+    if cfg.init_from == 'previous' and previous is not None and previous.phase:
+      init_phase = previous.phase
+    if is_policy:
+      task_fn = lambda: rest_tasks.register_generation(  # noqa: E731
+          self.root, g, self.vocab_path, cfg.mixture_rates, cfg.seed_fraction)
+    else:
+      task_fn = lambda: rest_tasks.register_distill(  # noqa: E731
+          self.root, g, self.vocab_path, seed_fraction=cfg.seed_fraction)
+    name = f'gen_{g}/models/{size}'
+    deps = [f'gen_{g}/mixture', 'vocab', init_phase] + (['gen_0/seed'] if cfg.seed_fraction else [])
+    settings = cfg.finetune if is_policy else cfg.distill
+    self._train(name, size, task_fn, settings, f'{init_phase}/checkpoints', deps,
+                extra={'seed_fraction': cfg.seed_fraction,
+                       'rates': dict(cfg.mixture_rates) if cfg.mixture_rates else None})
+    return self._policy(g, size, name)
+
+  # -- rollouts, ranking, mixture ----------------------------------------------
+
+  def _rollout_phase(self, name: str, output: str, policy: Policy, questions: str,
+                     repeats: int, seed: int, limit: int | None) -> Any:
+    agent = self.cfg.agent_for(policy.size)
+    deps = ['world', 'search'] + (['vocab', policy.phase] if policy.phase else [])
+    return self.run(
+        name, lambda out: phases.rollout(
+            out, exp_dir=self.root, policy=policy, models=self.cfg.models,
+            vocab_path=self.vocab_path if policy.backend == 'jax' else None,
+            questions_path=self.root / 'world' / 'questions' / f'{questions}.jsonl',
+            repeats=repeats, seed=seed, agent=agent, limit=limit,
+            progress=self.cfg.progress),
+        output=output, resumable=True, deps=deps,
+        config={'policy': policy.describe(), 'questions': questions, 'repeats': repeats,
+                'seed': seed, 'agent': agent, 'limit': limit,
+                'model': self.cfg.models.get(policy.size) if policy.size else None})
+
+  def rollout(self, g: int, policy: Policy) -> None:
+    # A new seed per generation: a policy kept over a generation must not
+    # replay the very same trajectories.
+    self._rollout_phase(f'gen_{g}/rollout', f'gen_{g}/trajectories', policy, 'train',
+                        self.cfg.repeats_for(g), self.cfg.seed + 1000 * g, self.cfg.train_limit)
+
+  def rank(self, g: int) -> None:
+    cfg = self.cfg
+    if cfg.ranker == 'oracle':
+      self.log(f'[gen_{g}/rank] ABLATION: the oracle ranker reads gold answers')
+    self.run(f'gen_{g}/rank', lambda out: phases.rank(
+        out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories', ranker_name=cfg.ranker,
+        rule_weight=cfg.rule_weight, consistency_weight=cfg.consistency_weight,
+        questions_path=self.root / 'world' / 'questions' / 'train.jsonl',
+        progress=cfg.progress),
+             output=f'gen_{g}/rankings', deps=[f'gen_{g}/rollout'],
+             config={'ranker': cfg.ranker, 'rule_weight': cfg.rule_weight,
+                     'consistency_weight': cfg.consistency_weight})
+
+  def mixture(self, g: int) -> dict[str, Any]:
+    lengths = self.cfg.finetune.task_feature_lengths
+    # One slot of the target is EOS; longer examples are dropped, not cut.
+    max_in, max_out = int(lengths['inputs']), int(lengths['targets']) - 1
+    stats = self.run(f'gen_{g}/mixture', lambda out: phases.build_mixture(
+        out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories',
+        rankings_dir=self.root / f'gen_{g}' / 'rankings', vocab_path=self.vocab_path,
+        max_input_length=max_in, max_target_length=max_out),
+                     output=f'gen_{g}/ranked',
+                     deps=[f'gen_{g}/rollout', f'gen_{g}/rank', 'vocab'],
+                     config={'max_input_length': max_in, 'max_target_length': max_out})
+    if stats is not None:
+      self.log(f'[gen_{g}/mixture] {stats["examples"]} examples from {stats["trajectories"]} '
+               f'trajectories: {stats["per_step_type"]}')
+    return stats
+
+  # -- evaluation and selection -------------------------------------------------
+
+  def evaluate(self, policy: Policy, split: str, label: str | None = None) -> dict[str, Any]:
+    """Auto-eval of `policy` on `split` with R runs; returns the final-answer stats."""
+    cfg = self.cfg
+    if split == 'dev':
+      where = f'gen_{policy.generation}'
+      key = policy.size or 'prompted'
+      rollout_name, rollout_out = f'{where}/eval_rollout/{key}', f'{where}/eval_rollouts/{key}'
+      eval_name, eval_out = f'{where}/eval/{key}', f'{where}/eval/{key}'
+    else:
+      key = label or policy.label.replace('/', '_')
+      rollout_name, rollout_out = f'test/rollout/{key}', f'test/rollouts/{key}'
+      eval_name, eval_out = f'test/eval/{key}', f'test/eval/{key}'
+    # The same seeds for every model: differences come from the models.
+    seed = cfg.seed + (7_000_003 if split == 'dev' else 9_000_011)
+    self._rollout_phase(rollout_name, rollout_out, policy, split, cfg.eval_runs, seed,
+                        cfg.eval_limit)
+    questions_path = self.root / 'world' / 'questions' / f'{split}.jsonl'
+    judge = phases.make_judge(cfg.judge, cfg.judge_openai_base_url, cfg.judge_openai_model)
+    result = self.run(eval_name, lambda out: phases.judge_rollouts(
+        out, rollouts=self.root / rollout_out, questions_path=questions_path, judge=judge,
+        runs=cfg.eval_runs, limit=cfg.eval_limit, progress=cfg.progress),
+                      output=eval_out, deps=[rollout_name, 'world'],
+                      config={'judge': cfg.judge, 'judge_model': cfg.judge_openai_model,
+                              'runs': cfg.eval_runs, 'limit': cfg.eval_limit})
+    self.eval_phases.append(eval_name)
+    self.log(f'[{eval_name}] {policy.label} on {split}: final {_fmt(result["final"])}, '
+             f'answer generation {_fmt(result["answer_generation"])}')
+    return result['final']
+
+  def select(self, g: int, candidate: Policy | None, score: Mapping[str, Any] | None,
+             policy: Policy, best: Mapping[str, Any]) -> dict[str, Any]:
+    """Keeps the candidate only if it beats the current policy on dev.
+
+    `candidate` is None when the generation had nothing to train on.
+    """
+    margin = self.cfg.min_improvement
+    if candidate is None:
+      kept, reason = False, 'the mixture has no examples; nothing was fine-tuned'
+    else:
+      kept = float(score['mean']) > float(best['mean']) + margin
+      reason = (f'dev final {score["mean"]:.2f} vs {best["mean"]:.2f} '
+                f'(min improvement {margin:g})')
+    decision = {'generation': g, 'candidate': candidate.label if candidate else None,
+                'candidate_dev': dict(score) if score else None,
+                'previous': policy.label, 'previous_dev': dict(best),
+                'min_improvement': margin, 'kept': kept, 'reason': reason,
+                'policy_after': candidate.label if kept else policy.label}
+
+    def write(out: pathlib.Path) -> dict[str, Any]:
+      (out / 'decision.json').write_text(json.dumps(decision, indent=2, sort_keys=True) + '\n')
+      return decision
+
+    deps = [f'gen_{policy.generation}/eval/{policy.size or "prompted"}', f'gen_{g}/mixture']
+    if candidate is not None:
+      deps.append(f'gen_{g}/eval/{self.cfg.policy_size}')
+    recorded = self.run(f'gen_{g}/select', write, output=f'gen_{g}/selection', deps=deps,
+                        config={'min_improvement': margin, 'previous': policy.label,
+                                'candidate': candidate.label if candidate else None})
+    self.log(f'[gen_{g}/select] {recorded["candidate"]} dev {_fmt(recorded["candidate_dev"])} '
+             f'vs {policy.label} {_fmt(best)}: {"KEPT" if recorded["kept"] else "rejected"} '
+             f'({recorded["reason"]})')
+    return recorded
+
+  def final_test(self, policy: Policy) -> dict[str, Any]:
+    """Test-split auto-eval of the final policy, its generation's students and gen 0."""
+    cfg = self.cfg
+    models = [policy]
+    if policy.generation >= 1:
+      models += [self._policy(policy.generation, s, f'gen_{policy.generation}/models/{s}')
+                 for s in cfg.student_sizes]
+      models.append(self._gen0_policy())
+    return {m.label: self.evaluate(m, 'test') for m in models}
+
+  def _gen0_policy(self) -> Policy:
+    cfg = self.cfg
+    if cfg.gen0 == 'prompted':
+      return self.generation_zero()
+    return self._policy(0, cfg.policy_size, f'gen_0/models/{cfg.policy_size}')
+
+  def report(self) -> None:
+    from restreact_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+
+    def write(out: pathlib.Path) -> dict[str, Any]:
+      index = report.build_report(self.root)
+      test_rows = []
+      for summary in sorted((self.root / 'test' / 'eval').glob('*/summary.json')):
+        s = json.loads(summary.read_text())
+        test_rows.append(f'| {summary.parent.name} | {_cell(s.get("final"))} | '
+                         f'{_cell(s.get("answer_generation"))} |')
+      if test_rows:
+        (out / 'test.md').write_text(
+            '| model | final | answer generation |\n|---|---|---|\n' + '\n'.join(test_rows) + '\n')
+      return {'index': str(index.relative_to(self.root)), 'test_models': len(test_rows)}
+
+    self.run('report', write, output='report', resumable=True, deps=self.eval_phases,
+             config={'version': 1})
+
+
+def _cell(stat: Mapping[str, Any] | None) -> str:
+  if not stat or stat.get('mean') is None:
+    return 'N/A'
+  return f'{stat["mean"]:.1f} ± {stat["std"]:.1f}'

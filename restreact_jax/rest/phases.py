@@ -1,0 +1,388 @@
+"""The phases of the self-improvement loop, each a unit of work on EXP_DIR.
+
+Each function here does one phase's work into the directory it is given (the
+temporary directory of an atomic phase, or the phase's own directory for a
+resumable one) and returns a small JSON-able result for the manifest.
+`rest.loop` decides the order, the fingerprints and the dependencies.
+
+Determinism: every phase is a function of its config and inputs. Trajectory
+shards are read in (question id, repeat) order, never in the order rollouts
+happened to finish, so a resumed rollout feeds the same bytes downstream;
+sampling seeds derive from the trajectory's coordinates; training resumes
+from its Orbax checkpoint and data position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import pathlib
+import shutil
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from restreact_jax import errors
+from restreact_jax.models import configs as model_configs
+
+# ---------------------------------------------------------------------------
+# Settings shared by phases.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  """One training run (pretraining, seed fine-tuning, a generation's fine-tune).
+
+  Attributes:
+    steps: train until this step.
+    batch_size: global batch size.
+    learning_rate: peak learning rate.
+    warmup_steps: linear warmup.
+    weight_decay: AdamW decoupled weight decay.
+    clip_norm: gradient clip (0 disables).
+    z_loss: z-loss coefficient.
+    checkpoint_period: save every N steps (a kill loses at most N steps).
+    keep_checkpoints: checkpoints kept.
+    task_feature_lengths: e.g. `{'inputs': 1024, 'targets': 256}`.
+    pack: pack examples per row.
+    seed: init, step and data-order seed.
+  """
+  steps: int
+  batch_size: int = 16
+  learning_rate: float = 1e-3
+  warmup_steps: int = 50
+  weight_decay: float = 0.0
+  clip_norm: float = 1.0
+  z_loss: float = 1e-4
+  checkpoint_period: int = 100
+  keep_checkpoints: int = 2
+  task_feature_lengths: Mapping[str, int] = dataclasses.field(
+      default_factory=lambda: {'inputs': 1024, 'targets': 256})
+  pack: bool = False
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSettings:
+  """How the agent samples during rollouts and evaluation.
+
+  Attributes:
+    num_samples: candidates per step (paper: 4; 16 for the smallest model).
+    temperature: sampling temperature (paper: 0.5).
+    max_tokens: new tokens per candidate.
+    max_searches: search budget per trajectory (paper: 10).
+    results_per_search: hits per search (paper: top-3).
+    max_attempts: sampling rounds per step before a trajectory fails.
+    num_slots: engine decode slots.
+    max_concurrent: live agents at most.
+  """
+  num_samples: int = 4
+  temperature: float = 0.5
+  max_tokens: int = 256
+  max_searches: int = 10
+  results_per_search: int = 3
+  max_attempts: int = 3
+  num_slots: int = 64
+  max_concurrent: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  """A model that can roll out: a checkpoint of ours or a prompted HTTP LLM.
+
+  Attributes:
+    label: e.g. 'gen_1/xs'.
+    generation: the generation that produced it.
+    size: model size name (None for an HTTP model).
+    phase: the manifest phase whose output holds the checkpoint (None for HTTP).
+    checkpoint: checkpoint directory relative to EXP_DIR.
+    backend: 'jax' or 'openai'.
+    openai_base_url: server of an 'openai' policy.
+    openai_model: its model name.
+    exemplar_set: few-shot exemplars in prompts (prompted policies); None for
+      fine-tuned ones, which see the compact prompt they were trained on.
+    num_exemplars: shots per step (None = the paper's counts).
+  """
+  label: str
+  generation: int
+  size: str | None = None
+  phase: str | None = None
+  checkpoint: str | None = None
+  backend: str = 'jax'
+  openai_base_url: str = ''
+  openai_model: str = ''
+  exemplar_set: str | None = None
+  num_exemplars: int | None = 0
+
+  def describe(self) -> dict[str, Any]:
+    """What identifies the policy in fingerprints (no machine paths)."""
+    return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Helpers.
+
+
+def sorted_shards(directory: str | pathlib.Path) -> list[str]:
+  return sorted(glob.glob(str(pathlib.Path(directory) / 'shard-*.jsonl')))
+
+
+def read_trajectories(directory: str | pathlib.Path) -> list[dict[str, Any]]:
+  """All trajectories of a rollout directory in (question id, repeat) order.
+
+  Shards list trajectories in the order they finished, which differs between
+  an uninterrupted and a resumed rollout; sorting makes downstream phases
+  independent of it.
+  """
+  from restreact_jax.rest import mixture  # pylint: disable=g-import-not-at-top
+  rows = list(mixture.read_jsonl(sorted_shards(directory)))
+  return sorted(rows, key=lambda t: (str(t['question_id']), int(t.get('repeat', 0))))
+
+
+def params_digest(params: Any) -> str:
+  """sha256 over every parameter's path, dtype, shape and bytes."""
+  import jax  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    arr = np.asarray(jax.device_get(leaf))
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(str(arr.dtype).encode() + str(arr.shape).encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+  return h.hexdigest()[:16]
+
+
+def token_length_fn(vocab_path: str | None):
+  """Length in tokens under the experiment's vocabulary (for length filters)."""
+  from restreact_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  vocabulary = vocab_lib.load_vocabulary(vocab_path)
+  return lambda text: len(vocabulary.encode(text))
+
+
+# ---------------------------------------------------------------------------
+# World, search index, seed exemplars, vocabulary.
+
+
+def build_world(out: pathlib.Path, world_config: Any) -> dict[str, Any]:
+  from restreact_jax.world import build  # pylint: disable=g-import-not-at-top
+  world = build.build_world(world_config)
+  build.write_world(world, out)
+  return world.summary()['counts']
+
+
+def build_search_index(out: pathlib.Path, corpus: pathlib.Path) -> dict[str, Any]:
+  from restreact_jax.search import bm25  # pylint: disable=g-import-not-at-top
+  bm25.build_index(corpus, out)
+  return dict(bm25.index_meta(out) or {})
+
+
+def write_seed(out: pathlib.Path, exemplar_set: str) -> dict[str, Any]:
+  from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+  return rest_tasks.write_seed(out, exemplar_set)
+
+
+def train_vocabulary(out: pathlib.Path, inputs: Sequence[pathlib.Path],
+                     vocab_size: int) -> dict[str, Any]:
+  from restreact_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  path = vocab_lib.train_sentencepiece(inputs, out / 'spm.model', vocab_size=vocab_size)
+  return {'pieces': int(vocab_lib.load_vocabulary(path).vocab_size)}
+
+
+# ---------------------------------------------------------------------------
+# Training.
+
+
+def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
+          task: str, settings: TrainSettings, mesh_shape: Sequence[int],
+          init_checkpoint: str | None, config_text: str, progress: bool) -> dict[str, Any]:
+  """Trains (or resumes training) `model` on a registered task into `model_dir`.
+
+  Args:
+    model_dir: the phase directory; checkpoints go to `model_dir/checkpoints`.
+    model: the architecture.
+    task: a registered seqio task or mixture.
+    settings: steps, batch, optimizer, lengths, seed.
+    mesh_shape: `(data, model)` mesh.
+    init_checkpoint: start from these params when the run has no checkpoint.
+    config_text: the resolved gin config saved in checkpoints.
+    progress: show the trainer's tqdm bar.
+
+  Returns:
+    `{"step", "loss", "accuracy", "params_digest"}`.
+  """
+  from restreact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
+  try:
+    mesh = partitioning.make_mesh(tuple(mesh_shape))
+  except ValueError as e:
+    raise errors.UserError(f'rest.mesh_shape: {e}') from None
+  data = data_lib.DataConfig(task, dict(settings.task_feature_lengths), settings.batch_size,
+                             pack=settings.pack, seed=settings.seed)
+  result = trainer.train_loop(
+      model, mesh, partitioning.logical_axis_rules(False),
+      trainer.OptimizerConfig(learning_rate=settings.learning_rate,
+                              warmup_steps=min(settings.warmup_steps, settings.steps),
+                              weight_decay=settings.weight_decay, clip_norm=settings.clip_norm),
+      data,
+      trainer.LoopConfig(train_steps=settings.steps, checkpoint_period=settings.checkpoint_period,
+                         keep_checkpoints=settings.keep_checkpoints, z_loss=settings.z_loss,
+                         seed=settings.seed),
+      model_dir=model_dir, init_checkpoint=init_checkpoint, config_text=config_text,
+      progress=progress)
+  last = result.history[-1] if result.history else {}
+  return {'step': int(result.state.step), 'loss': last.get('loss'),
+          'accuracy': last.get('accuracy'), 'params_digest': params_digest(result.state.params)}
+
+
+# ---------------------------------------------------------------------------
+# Rollouts and evaluation.
+
+
+def make_llm(exp_dir: pathlib.Path, policy: Policy, models: Mapping[str, Any],
+             vocab_path: str | None, agent: AgentSettings):
+  """The policy behind the `LLM` door."""
+  from restreact_jax.commands import rollout as rollout_cmd  # pylint: disable=g-import-not-at-top
+  model = models.get(policy.size) if policy.size else None
+  return rollout_cmd.make_llm(
+      str(exp_dir), backend=policy.backend, model=model,
+      policy_checkpoint=str(exp_dir / policy.checkpoint) if policy.checkpoint else None,
+      vocab_path=vocab_path, num_slots=agent.num_slots,
+      openai_base_url=policy.openai_base_url, openai_model=policy.openai_model)
+
+
+def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
+            models: Mapping[str, Any], vocab_path: str | None, questions_path: pathlib.Path,
+            repeats: int, seed: int, agent: AgentSettings, limit: int | None,
+            progress: bool) -> dict[str, Any]:
+  """Rolls `policy` out on a question file into `out` (resumes its shard).
+
+  Returns:
+    Counts of the whole directory (not only this run's part), so a resumed
+    phase records the same result as an uninterrupted one.
+  """
+  from restreact_jax import distributed  # pylint: disable=g-import-not-at-top
+  from restreact_jax.agent import prompts  # pylint: disable=g-import-not-at-top
+  from restreact_jax.agent import rollout as rollout_lib  # pylint: disable=g-import-not-at-top
+  from restreact_jax.agent.agent import AgentConfig  # pylint: disable=g-import-not-at-top
+  from restreact_jax.commands import search as search_cmd  # pylint: disable=g-import-not-at-top
+  questions = rollout_lib.load_questions(questions_path)
+  if limit:
+    questions = questions[:limit]
+  config = AgentConfig(num_samples=agent.num_samples, temperature=agent.temperature,
+                       max_tokens=agent.max_tokens, max_searches=agent.max_searches,
+                       results_per_search=agent.results_per_search,
+                       max_attempts=agent.max_attempts, base_seed=seed, policy=policy.label)
+  prompter = prompts.Prompter(policy.exemplar_set, policy.num_exemplars)
+  tool = search_cmd.make_search_tool(exp_dir, 'bm25', None, use_cache=True)
+  llm = make_llm(exp_dir, policy, models, vocab_path, agent)
+  rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
+                      repeats=repeats, process_index=distributed.process_index(),
+                      process_count=distributed.process_count(),
+                      max_concurrent=agent.max_concurrent, show_progress=progress)
+  trajectories = read_trajectories(out)
+  ok = sum(t.get('status') == 'ok' for t in trajectories)
+  return {'trajectories': len(trajectories), 'ok': ok, 'failed': len(trajectories) - ok,
+          'steps': sum(len(t.get('steps') or []) for t in trajectories),
+          'questions': len(questions), 'repeats': repeats}
+
+
+def make_judge(judge: str, judge_openai_base_url: str = '', judge_openai_model: str = ''):
+  """'matcher' (alias-aware span match) or 'llm' (the paper's prompt over HTTP)."""
+  from restreact_jax.evaluation import judge as judge_lib  # pylint: disable=g-import-not-at-top
+  if judge == 'matcher':
+    return judge_lib.MatcherJudge()
+  if judge == 'llm':
+    if not judge_openai_base_url:
+      raise errors.UserError("rest.judge = 'llm' needs rest.judge_openai_base_url")
+    from restreact_jax.agent.backends import OpenAICompletionsLLM  # pylint: disable=g-import-not-at-top
+    return judge_lib.LLMJudge(OpenAICompletionsLLM(judge_openai_base_url, judge_openai_model))
+  raise errors.UserError(f"unknown judge {judge!r}; choose 'matcher' or 'llm'")
+
+
+def judge_rollouts(out: pathlib.Path, *, rollouts: pathlib.Path, questions_path: pathlib.Path,
+                   judge: Any, runs: int, limit: int | None, progress: bool) -> dict[str, Any]:
+  """Auto-eval of a rollout directory: `summary.json` + `results.jsonl` into `out`."""
+  from restreact_jax.evaluation import autoeval  # pylint: disable=g-import-not-at-top
+  questions = autoeval.load_jsonl(questions_path)
+  if limit:
+    questions = questions[:limit]
+  index = autoeval.index_questions(questions, str(questions_path))
+  result = autoeval.evaluate(read_trajectories(rollouts), index, judge, expected_runs=runs,
+                             progress=progress)
+  autoeval.write_result(result, out)
+  s = result.summary
+  return {'final': s['final'], 'answer_generation': s['answer_generation'],
+          'n_questions': s['n_questions']}
+
+
+# ---------------------------------------------------------------------------
+# Ranking and the mixture.
+
+
+def make_ranker(name: str, trajectories: Sequence[Mapping[str, Any]], *,
+                rule_weight: float, consistency_weight: float,
+                questions_path: pathlib.Path | None = None):
+  """The ranker by name.
+
+  'default' is label-free: the rater rules plus self-consistency, weighted.
+  'oracle' reads gold answers and is for ablations only (every row it makes
+  says `oracle: true`).
+  """
+  from restreact_jax.feedback import consistency  # pylint: disable=g-import-not-at-top
+  from restreact_jax.feedback import oracle  # pylint: disable=g-import-not-at-top
+  from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
+  from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
+  if name == 'default':
+    return rankers.WeightedRanker([(rule_ranker.RuleRanker(), rule_weight),
+                                   (consistency.SelfConsistencyRanker(trajectories),
+                                    consistency_weight)])
+  if name == 'rules':
+    return rule_ranker.RuleRanker()
+  if name == 'consistency':
+    return consistency.SelfConsistencyRanker(trajectories)
+  if name == 'oracle':
+    from restreact_jax.evaluation import autoeval  # pylint: disable=g-import-not-at-top
+    if questions_path is None:
+      raise errors.UserError('the oracle ranker needs the questions with their answers')
+    index = autoeval.index_questions(autoeval.load_jsonl(questions_path), str(questions_path))
+    return oracle.OracleRanker({k: v['answers'] for k, v in index.items()})
+  raise errors.UserError(
+      f"unknown ranker {name!r}; choose 'default', 'rules', 'consistency' or 'oracle'")
+
+
+def rank(out: pathlib.Path, *, trajectories_dir: pathlib.Path, ranker_name: str,
+         rule_weight: float, consistency_weight: float, questions_path: pathlib.Path,
+         progress: bool) -> dict[str, Any]:
+  """Ranks every step's candidates; writes `rankings.jsonl` into `out`."""
+  from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
+  trajectories = read_trajectories(trajectories_dir)
+  if not trajectories:
+    raise errors.UserError(f'no trajectories to rank in {trajectories_dir}')
+  ranker = make_ranker(ranker_name, trajectories, rule_weight=rule_weight,
+                       consistency_weight=consistency_weight, questions_path=questions_path)
+  ranked = rankers.rank_trajectories(ranker, trajectories, progress=progress)
+  with open(out / 'rankings.jsonl', 'w', encoding='utf-8') as f:
+    for context, _, ranking in ranked:
+      f.write(json.dumps(rankers.ranking_row(context, ranking), sort_keys=True) + '\n')
+  return {'ranker': ranker.name, 'ranked_steps': len(ranked),
+          'oracle': any(r.oracle for _, _, r in ranked)}
+
+
+def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
+                  rankings_dir: pathlib.Path, vocab_path: str | None,
+                  max_input_length: int | None, max_target_length: int | None) -> dict[str, Any]:
+  """Per-step-type TFRecords + `stats.json` into `out`, with the rankings beside them."""
+  from restreact_jax.rest import mixture  # pylint: disable=g-import-not-at-top
+  examples, stats = mixture.build_examples(
+      read_trajectories(trajectories_dir),
+      mixture.load_rankings([rankings_dir / 'rankings.jsonl']),
+      length_fn=token_length_fn(vocab_path), max_input_length=max_input_length,
+      max_target_length=max_target_length)
+  mixture.write_tfrecords(examples, out)
+  stats_json = dataclasses.asdict(stats)
+  (out / 'stats.json').write_text(json.dumps(stats_json, indent=2, sort_keys=True) + '\n')
+  # The report reads ranking rows from `ranked/*.jsonl`.
+  shutil.copyfile(rankings_dir / 'rankings.jsonl', out / 'rankings.jsonl')
+  return stats_json

@@ -1,0 +1,344 @@
+"""SeqIO tasks of the self-improvement loop, registered at run time over EXP_DIR.
+
+Stable names (the loop, `restreact train` and notebooks use them):
+
+* `restreact_corpus` — language modelling on `world/corpus.jsonl` (the base
+  model's "pre-training");
+* `restreact_gen0_seed` — the hand-written exemplar trajectories, one example
+  per step: the prompt exactly as the agent renders it for a fine-tuned policy
+  (no exemplars in the prompt) → the exemplar's action + `# [END]`;
+* `restreact_gen{g}_{step_type}` — generation g's ranked examples of one step
+  type (`gen_{g}/ranked/<step_type>.tfrecord`, written by the mixture phase);
+* `restreact_gen{g}_mixture` — those tasks mixed, at rates proportional to
+  their example counts by default, or at given per-step-type rates;
+* `restreact_gen{g}_distill` — the same ranked data (plus, optionally, more
+  files, e.g. from extra trajectories per question) as one task, for the
+  smaller students (self-distillation);
+* `restreact_bamboogle` / `restreact_bamtwoogle` — the paper's validation and
+  test questions (`inputs` = question, `targets` = answer) with an
+  alias-aware accuracy metric.
+
+Every training task reads TFRecord files, so order and restarts are
+deterministic for a seed (see `tasks.common`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Callable, Mapping, Sequence
+
+import seqio
+import tensorflow as tf
+
+from restreact_jax import errors
+from restreact_jax.llm import END_MARKER
+from tasks import common
+
+STEP_TYPES = ('decision', 'summarize', 'answer', 'relevance', 'grounding')
+CORPUS_TASK = 'restreact_corpus'
+SEED_TASK = 'restreact_gen0_seed'
+BAMBOOGLE_TASK = 'restreact_bamboogle'
+BAMTWOOGLE_TASK = 'restreact_bamtwoogle'
+SEED_FILE = 'seed.tfrecord'
+
+
+def step_task_name(generation: int, step_type: str) -> str:
+  return f'restreact_gen{int(generation)}_{step_type}'
+
+
+def mixture_name(generation: int) -> str:
+  return f'restreact_gen{int(generation)}_mixture'
+
+
+def distill_task_name(generation: int) -> str:
+  return f'restreact_gen{int(generation)}_distill'
+
+
+def ranked_dir(exp_dir: str | os.PathLike[str], generation: int) -> pathlib.Path:
+  return pathlib.Path(exp_dir) / f'gen_{int(generation)}' / 'ranked'
+
+
+# ---------------------------------------------------------------------------
+# Corpus.
+
+
+def register_corpus(exp_dir: str | os.PathLike[str],
+                    vocab_path: str | os.PathLike[str] | None) -> str:
+  """Registers `restreact_corpus` over `EXP_DIR/world/corpus.jsonl`.
+
+  Args:
+    exp_dir: the experiment directory.
+    vocab_path: SentencePiece model (None: bytes).
+
+  Returns:
+    The task name.
+  """
+  world = pathlib.Path(exp_dir) / 'world'
+  common.register_corpus_task(CORPUS_TASK, world / 'corpus.jsonl', vocab_path,
+                              tfrecord=world / 'corpus.tfrecord')
+  return CORPUS_TASK
+
+
+# ---------------------------------------------------------------------------
+# Seed exemplars (generation 0).
+
+
+def seed_examples(exemplar_set: str = 'world') -> list[dict[str, str]]:
+  """The exemplar trajectories as fine-tuning examples, one per step.
+
+  The prompt is the no-exemplar preamble plus the state, i.e. what
+  `prompts.Prompter(None, 0)` shows a fine-tuned policy at that step; the
+  target is the exemplar's action as a model writes it, ending with the stop
+  marker (the same form the mixture builder gives ranked targets).
+
+  Args:
+    exemplar_set: 'world' or 'open_domain'.
+
+  Returns:
+    Records with `inputs`, `targets`, `step_type` and `question_id`, in
+    exemplar-file and step order.
+  """
+  from restreact_jax.agent import prompts  # pylint: disable=g-import-not-at-top
+  out = []
+  for trajectory in prompts.load_exemplar_set(exemplar_set):
+    steps = prompts.exemplar_steps(trajectory)
+    for step_type in STEP_TYPES:
+      for state, target in steps[step_type]:
+        out.append({
+            'inputs': prompts.compact_preamble(step_type) + state,
+            # Sampled text is cut *before* the stop string, so a rollout's
+            # candidate keeps the two spaces; the target matches that form.
+            'targets': f'{target}  {END_MARKER}',
+            'step_type': step_type,
+            'question_id': f'exemplar:{trajectory.name}',
+        })
+  return out
+
+
+def write_seed(out_dir: str | os.PathLike[str], exemplar_set: str = 'world') -> dict[str, Any]:
+  """Writes `seed.tfrecord` and `seed.jsonl` (for the vocabulary) into `out_dir`.
+
+  Args:
+    out_dir: e.g. `EXP_DIR/gen_0/seed`.
+    exemplar_set: which hand-written set.
+
+  Returns:
+    `{"examples": n, "per_step_type": {...}}`.
+  """
+  out = pathlib.Path(out_dir)
+  records = seed_examples(exemplar_set)
+  common.write_examples(out / SEED_FILE, records)
+  with open(out / 'seed.jsonl', 'w', encoding='utf-8') as f:
+    for r in records:
+      f.write(json.dumps(r, sort_keys=True) + '\n')
+  per_type = {t: sum(r['step_type'] == t for r in records) for t in STEP_TYPES}
+  return {'examples': len(records), 'per_step_type': per_type}
+
+
+def register_seed(exp_dir: str | os.PathLike[str],
+                  vocab_path: str | os.PathLike[str] | None,
+                  seed_dir: str | os.PathLike[str] | None = None) -> str:
+  """Registers `restreact_gen0_seed` over `EXP_DIR/gen_0/seed/seed.tfrecord`.
+
+  Args:
+    exp_dir: the experiment directory.
+    vocab_path: SentencePiece model (None: bytes).
+    seed_dir: where `write_seed` wrote (default `gen_0/seed`).
+
+  Returns:
+    The task name.
+  """
+  directory = pathlib.Path(seed_dir) if seed_dir else pathlib.Path(exp_dir) / 'gen_0' / 'seed'
+  common.register_text_to_text_task(SEED_TASK, [str(directory / SEED_FILE)], vocab_path)
+  return SEED_TASK
+
+
+# ---------------------------------------------------------------------------
+# Generation g: ranked step tasks, their mixture, the distillation task.
+
+
+def read_stats(exp_dir: str | os.PathLike[str], generation: int) -> dict[str, Any]:
+  """`gen_{g}/ranked/stats.json` (the mixture phase's counts)."""
+  path = ranked_dir(exp_dir, generation) / 'stats.json'
+  if not path.is_file():
+    raise errors.UserError(f'generation {generation}: no mixture stats at {path}; '
+                           'run the mixture phase first')
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise errors.UserError(f'{path}: not valid JSON ({e.msg})') from None
+
+
+def mixture_rates(counts: Mapping[str, int],
+                  rates: Mapping[str, float] | None = None) -> dict[str, float]:
+  """Mixing rate per step type with examples.
+
+  Args:
+    counts: examples per step type.
+    rates: explicit rates per step type (missing types get 0); None means
+      proportional to the example counts.
+
+  Returns:
+    `{step_type: rate}` for every type with examples and a positive rate.
+  """
+  if rates is not None:
+    unknown = sorted(set(rates) - set(STEP_TYPES))
+    if unknown:
+      raise errors.UserError(f'mixture rates name unknown step types {unknown}; '
+                             f'known: {", ".join(STEP_TYPES)}')
+    if any(float(r) < 0 for r in rates.values()):
+      raise errors.UserError(f'mixture rates must be >= 0, got {dict(rates)}')
+  out = {}
+  for step_type in STEP_TYPES:
+    n = int(counts.get(step_type, 0))
+    rate = float(n) if rates is None else float(rates.get(step_type, 0.0))
+    if n > 0 and rate > 0:
+      out[step_type] = rate
+  return out
+
+
+def _with_seed(name: str, parts: Sequence[tuple[str, float]],
+               exp_dir: str | os.PathLike[str], vocab_path: str | os.PathLike[str] | None,
+               seed_fraction: float) -> str:
+  """Registers mixture `name` of `parts`, topped up with seed exemplars.
+
+  With `seed_fraction` f > 0 the seed task gets rate f and `parts` share
+  1 - f in proportion to their rates (the seed task alone when there are no
+  parts). f = 0 is the paper's setting: a generation trains on its own data.
+  """
+  if not 0.0 <= seed_fraction < 1.0:
+    raise errors.UserError(f'seed_fraction must be in [0, 1), got {seed_fraction}')
+  total = sum(rate for _, rate in parts)
+  tasks = [(task, (1.0 - seed_fraction) * rate / total) for task, rate in parts if total > 0]
+  if seed_fraction > 0:
+    tasks.append((register_seed(exp_dir, vocab_path), seed_fraction if tasks else 1.0))
+  if not tasks:
+    raise errors.UserError(f'{name}: no examples to train on')
+  common.register_mixture(name, tasks)
+  return name
+
+
+def register_generation(exp_dir: str | os.PathLike[str], generation: int,
+                        vocab_path: str | os.PathLike[str] | None,
+                        rates: Mapping[str, float] | None = None,
+                        seed_fraction: float = 0.0) -> str:
+  """Registers generation g's step tasks and their mixture.
+
+  Args:
+    exp_dir: the experiment directory.
+    generation: g >= 1.
+    vocab_path: SentencePiece model (None: bytes).
+    rates: per-step-type mixing rates; None: proportional to examples.
+    seed_fraction: share of seed exemplars mixed in (0: none, the paper's way).
+
+  Returns:
+    The mixture name `restreact_gen{g}_mixture`.
+
+  Raises:
+    UserError: nothing to train on (no ranked examples with a positive rate
+      and no seed share).
+  """
+  counts = read_stats(exp_dir, generation).get('per_step_type', {})
+  chosen = mixture_rates(counts, rates)
+  if not chosen and seed_fraction <= 0:
+    raise errors.UserError(
+        f'generation {generation}: the mixture has no examples to train on '
+        f'(per step type: {dict(counts)}, rates: {dict(rates) if rates else "proportional"})')
+  directory = ranked_dir(exp_dir, generation)
+  for step_type in STEP_TYPES:
+    common.remove(step_task_name(generation, step_type))
+  tasks = []
+  for step_type, rate in chosen.items():
+    name = step_task_name(generation, step_type)
+    common.register_text_to_text_task(name, [str(directory / f'{step_type}.tfrecord')],
+                                      vocab_path)
+    tasks.append((name, rate))
+  return _with_seed(mixture_name(generation), tasks, exp_dir, vocab_path, seed_fraction)
+
+
+def register_distill(exp_dir: str | os.PathLike[str], generation: int,
+                     vocab_path: str | os.PathLike[str] | None,
+                     extra_files: Sequence[str] = (), seed_fraction: float = 0.0) -> str:
+  """Registers `restreact_gen{g}_distill`: generation g's ranked data as one task.
+
+  Args:
+    exp_dir: the experiment directory.
+    generation: g >= 1.
+    vocab_path: SentencePiece model (None: bytes).
+    extra_files: more TFRecord files or globs of `inputs`/`targets` (e.g. a
+      mixture built from more trajectories per question).
+    seed_fraction: share of seed exemplars mixed in (then the name is a
+      mixture of the ranked data and the seed task).
+
+  Returns:
+    The task (or mixture) name.
+  """
+  counts = read_stats(exp_dir, generation).get('per_step_type', {})
+  directory = ranked_dir(exp_dir, generation)
+  files = [str(directory / f'{t}.tfrecord') for t in STEP_TYPES if int(counts.get(t, 0)) > 0]
+  files += [str(f) for f in extra_files]
+  name = distill_task_name(generation)
+  if seed_fraction > 0:
+    parts = []
+    if files:
+      common.register_text_to_text_task(name + '_ranked', files, vocab_path)
+      parts.append((name + '_ranked', 1.0))
+    return _with_seed(name, parts, exp_dir, vocab_path, seed_fraction)
+  if not files:
+    raise errors.UserError(f'generation {generation}: no ranked examples to distill from')
+  common.register_text_to_text_task(name, files, vocab_path)
+  return name
+
+
+# ---------------------------------------------------------------------------
+# Bamboogle / BamTwoogle.
+
+
+def accuracy_metric(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+  """Alias-aware accuracy (%): a prediction is right if it contains the answer."""
+  from restreact_jax.evaluation import matcher  # pylint: disable=g-import-not-at-top
+  if not targets:
+    return {'accuracy': 0.0}
+  hits = sum(matcher.matches(str(p), [str(t)]) for t, p in zip(targets, predictions))
+  return {'accuracy': 100.0 * hits / len(targets)}
+
+
+def _benchmark_fn(name: str) -> Callable[..., tf.data.Dataset]:
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    del split, shuffle_files, seed  # one split, one in-memory shard
+    from restreact_jax.datasets import benchmarks  # pylint: disable=g-import-not-at-top
+    rows = benchmarks.load(name)
+    return tf.data.Dataset.from_tensor_slices({
+        'id': [str(r['id']) for r in rows],
+        'inputs': [str(r['question']) for r in rows],
+        'targets': [str(r['answer']) for r in rows],
+    })
+  return dataset_fn
+
+
+def register_benchmarks(vocab_path: str | os.PathLike[str] | None = None) -> list[str]:
+  """Registers `restreact_bamboogle` (split 'validation') and `restreact_bamtwoogle` ('test').
+
+  Args:
+    vocab_path: SentencePiece model (None: bytes).
+
+  Returns:
+    The two task names.
+  """
+  from restreact_jax.datasets import benchmarks  # pylint: disable=g-import-not-at-top
+  names = []
+  for task, dataset, split in ((BAMBOOGLE_TASK, 'bamboogle', 'validation'),
+                               (BAMTWOOGLE_TASK, 'bamtwoogle', 'test')):
+    common.remove(task)
+    seqio.TaskRegistry.add(
+        task,
+        source=seqio.FunctionDataSource(_benchmark_fn(dataset), splits=(split,),
+                                        num_input_examples={split: benchmarks.SIZES[dataset]}),
+        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+        output_features=common.output_features(vocab_path),
+        metric_fns=[accuracy_metric],
+    )
+    names.append(task)
+  return names

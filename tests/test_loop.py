@@ -1,0 +1,116 @@
+"""Tests for the loop's configuration, its phase runner and its pure phase helpers."""
+
+import dataclasses
+import json
+
+import pytest
+
+from restreact_jax import errors
+from restreact_jax.models import configs
+from restreact_jax.rest import experiment
+from restreact_jax.rest import loop
+from restreact_jax.rest import phases
+from restreact_jax.world import build
+
+
+def _config(**kw):
+  model = configs.TransformerConfig(vocab_size=512, embed_dim=16, num_layers=1, num_heads=2,
+                                    num_kv_heads=1, head_dim=8, mlp_dim=32, max_len=64)
+  base = dict(world=build.WorldConfig(num_entities=20), models={'s': model, 'xs': model},
+              policy_size='s', student_sizes=('xs',), vocab_size=256)
+  base.update(kw)
+  return loop.RestConfig(**base)
+
+
+def test_config_validation_names_the_bad_setting():
+  _config().validate()
+  cases = [({'policy_size': 'l'}, 'policy_size'),
+           ({'student_sizes': ('s',)}, 'student_sizes must not contain'),
+           ({'student_sizes': ('m',)}, "'m' is not in rest.models"),
+           ({'ranker': 'best'}, 'rest.ranker'),
+           ({'init_from': 'scratch'}, 'rest.init_from'),
+           ({'repeats': (1, 0)}, 'rest.repeats'),
+           ({'gen0': 'prompted'}, 'gen0_openai_base_url'),
+           ({'vocab_size': 4096}, 'vocab_size 512 < rest.vocab_size 4096'),
+           ({'finetune': phases.TrainSettings(steps=0)}, 'rest.finetune')]
+  for kw, message in cases:
+    with pytest.raises(errors.UserError, match=message):
+      _config(**kw).validate()
+
+
+def test_repeats_and_samples_per_generation_and_size():
+  cfg = _config(repeats=(1, 4), num_samples_by_size={'xs': 16})
+  assert [cfg.repeats_for(g) for g in (1, 2, 3, 7)] == [1, 4, 4, 4]
+  assert cfg.agent_for('xs').num_samples == 16
+  assert cfg.agent_for('s').num_samples == cfg.agent.num_samples == 4
+
+
+def _write(text):
+  def fn(out):
+    (out / 'x.txt').write_text(text)
+    return {'text': text}
+  return fn
+
+
+def test_runner_only_runs_the_named_phases_after_done_ones(tmp_path):
+  logs = []
+  exp = experiment.Experiment(tmp_path, log=logs.append)
+  runner = loop.Runner(exp, log=logs.append)
+  runner('a', _write('a'), output='a', config={'k': 1})
+  # Only 'b': 'a' is done so its result is reused; stop once 'b' ran.
+  only = loop.Runner(exp, only=['b'], log=logs.append)
+  assert only('a', _write('changed'), output='a', config={'k': 1}) == {'text': 'a'}
+  with pytest.raises(loop._Stop):  # pylint: disable=protected-access
+    only('b', _write('b'), output='b', config={}, deps=['a'])
+  assert (tmp_path / 'b' / 'x.txt').read_text() == 'b'
+  assert (tmp_path / 'a' / 'x.txt').read_text() == 'a'
+  # A phase before the asked one that is stale (config changed) is an error.
+  stale = loop.Runner(exp, only=['b'], log=logs.append)
+  with pytest.raises(errors.UserError, match="phase 'a' is stale"):
+    stale('a', _write('a'), output='a', config={'k': 2})
+  fresh = loop.Runner(experiment.Experiment(tmp_path / 'new', log=logs.append), only=['b'])
+  with pytest.raises(errors.UserError, match="phase 'a' has not run.*restreact rest"):
+    fresh('a', _write('a'), output='a')
+
+
+def test_trajectories_are_read_in_key_order_whatever_the_finishing_order(tmp_path):
+  rows = [{'question_id': q, 'repeat': r, 'steps': []} for q, r in
+          [('q2', 0), ('q1', 1), ('q10', 0), ('q1', 0)]]
+  (tmp_path / 'shard-00001-of-00002.jsonl').write_text(
+      ''.join(json.dumps(r) + '\n' for r in rows[2:]))
+  (tmp_path / 'shard-00000-of-00002.jsonl').write_text(
+      ''.join(json.dumps(r) + '\n' for r in rows[:2]) + '{"question_id": "torn')
+  got = [(t['question_id'], t['repeat']) for t in phases.read_trajectories(tmp_path)]
+  assert got == [('q1', 0), ('q1', 1), ('q10', 0), ('q2', 0)]
+
+
+def test_params_digest_sees_every_value():
+  import numpy as np
+  params = {'a': np.zeros((2, 3), np.float32), 'b': {'c': np.ones(4, np.float32)}}
+  d = phases.params_digest(params)
+  assert d == phases.params_digest({'a': np.zeros((2, 3), np.float32),
+                                    'b': {'c': np.ones(4, np.float32)}})
+  params['b']['c'][3] = np.nextafter(np.float32(1), np.float32(2))
+  assert phases.params_digest(params) != d
+
+
+def test_select_keeps_only_a_better_policy(tmp_path):
+  exp = experiment.Experiment(tmp_path, log=lambda _: None)
+  for name in ('gen_0/eval/s', 'gen_1/eval/s', 'gen_1/mixture', 'gen_2/eval/s',
+               'gen_2/mixture'):
+    exp.run(name, _write(name), output=name)
+  cfg = _config(min_improvement=1.0)
+  steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
+                      lambda _: None)
+  old = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
+  new = phases.Policy('gen_1/s', 1, 's', 'gen_1/models/s')
+  stat = lambda m: {'mean': m, 'std': 0.0, 'n_runs': 3}  # noqa: E731
+  d = steps.select(1, new, stat(50.5), old, stat(50.0))
+  assert d['kept'] is False and d['policy_after'] == 'gen_0/s'  # +0.5 < margin 1.0
+  d = steps.select(2, phases.Policy('gen_2/s', 2, 's', 'gen_2/models/s'), stat(52.0), old,
+                   stat(50.0))
+  assert d['kept'] is True and d['policy_after'] == 'gen_2/s'
+  saved = json.loads((tmp_path / 'gen_2' / 'selection' / 'decision.json').read_text())
+  assert saved == d
+  assert exp.record('gen_2/select').result['kept'] is True
+  assert dataclasses.asdict(old)['label'] == 'gen_0/s'
