@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench clean browser
 
 $(STAMP): requirements.txt requirements-test.txt setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,20 @@ venv: $(STAMP)
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash launch/local.sh $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+# Headless Chromium for tests/test_report_browser.py (it skips without one).
+# Idempotent: installs Debian's chromium only when it is missing and we are root.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo 'installing chromium (apt-get) for the report browser test'; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends chromium >/dev/null || \
+	    { apt-get update -q >/dev/null && \
+	      apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
+	    echo 'chromium could not be installed; tests/test_report_browser.py will skip'; \
+	fi
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/train_step.py --config s --json

@@ -4,9 +4,9 @@
 
 Builds the model of `gin/models/<config>.gin`, jits the real `trainer.train_step`
 on the default devices, times it on synthetic token batches, and measures the
-float32 peak (a jitted 4096x4096 `jnp.dot`) in the same run, before and after
-the steps; the larger peak is used, so the fraction is never flattered by a
-busy moment. Prints one JSON object:
+float32 peak (a jitted 4096x4096 `jnp.dot`) in the same run, alternating with
+the steps: each round's ratio uses the larger of the peaks measured around its
+steps, and the median round is reported. Prints one JSON object:
 `{"config", "tokens_per_s", "flops_per_s", "peak_flops_per_s", "fraction_of_peak", ...}`.
 """
 
@@ -17,6 +17,7 @@ import json
 import pathlib
 import sys
 import time
+from typing import Callable
 
 import gin
 import jax
@@ -57,15 +58,15 @@ def matmul_peak(n: int = 4096, repeats: int = 3) -> float:
   return 2 * n**3 / best
 
 
-def time_train_steps(config: configs.TransformerConfig, batch_size: int, seq_len: int,
-                     steps: int, num_microbatches: int) -> float:
-  """Seconds per `train_step` after compilation (mean over `steps`)."""
+def make_step(config: configs.TransformerConfig, batch_size: int, seq_len: int,
+              num_microbatches: int) -> Callable[[int], float]:
+  """Compiles the train step; returns `run(n) -> seconds per step` over n steps."""
   mesh = partitioning.make_mesh((-1, 1))
   rules = partitioning.logical_axis_rules()
   program = trainer.build_program(
       config, mesh, rules, trainer.OptimizerConfig(warmup_steps=10, decay_steps=1000),
       num_microbatches, z_loss=1e-4)
-  state = program.init(jax.random.key(0))
+  holder = {'state': program.init(jax.random.key(0))}
   rng = np.random.default_rng(0)
   tokens = rng.integers(3, config.vocab_size, size=(batch_size, seq_len + 1)).astype(np.int32)
   sharding = partitioning.batch_sharding(mesh)
@@ -75,41 +76,59 @@ def time_train_steps(config: configs.TransformerConfig, batch_size: int, seq_len
       'decoder_loss_weights': jax.device_put(np.ones((batch_size, seq_len), np.int32), sharding),
   }
   key = jax.random.key(1)
-  for _ in range(2):  # compile and warm up
-    state, metrics = program.steps.train(state, batch, key)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = program.steps.train(state, batch, key)
-  jax.block_until_ready((state, metrics))
-  if not np.isfinite(float(metrics['loss'])):
-    raise RuntimeError('benchmark loss is not finite')
-  return (time.perf_counter() - start) / steps
+
+  def run(steps: int) -> float:
+    state = holder['state']
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = program.steps.train(state, batch, key)
+    jax.block_until_ready((state, metrics))
+    seconds = (time.perf_counter() - start) / steps
+    if not np.isfinite(float(metrics['loss'])):
+      raise RuntimeError('benchmark loss is not finite')
+    holder['state'] = state
+    return seconds
+
+  run(2)  # compile and warm up
+  return run
 
 
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--config', default='s', help='a gin/models/<config>.gin size')
-  parser.add_argument('--batch_size', type=int, default=16)
-  parser.add_argument('--seq_len', type=int, default=256)
-  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--batch_size', type=int, default=32)
+  parser.add_argument('--seq_len', type=int, default=128)
+  parser.add_argument('--steps', type=int, default=3, help='train steps per round')
+  parser.add_argument('--rounds', type=int, default=3, help='peak/steps measurement rounds')
   parser.add_argument('--num_microbatches', type=int, default=1)
   parser.add_argument('--json', action='store_true', help='print only the JSON object')
   args = parser.parse_args(argv)
 
   config = load_model_config(args.config)
-  peak_before = matmul_peak()
-  seconds = time_train_steps(config, args.batch_size, args.seq_len, args.steps,
-                             args.num_microbatches)
-  peak = max(peak_before, matmul_peak())
-  tokens_per_s = args.batch_size * args.seq_len / seconds
-  flops_per_s = configs.flops_per_token(config, args.seq_len) * tokens_per_s
+  run = make_step(config, args.batch_size, args.seq_len, args.num_microbatches)
+  # Peak and steps alternate, and each round's ratio uses its own peak: on a
+  # shared machine the load drifts, and a ratio of far-apart measurements would
+  # mostly measure that drift.
+  rounds = []
+  for _ in range(args.rounds):
+    peak = matmul_peak(repeats=2)
+    seconds = run(args.steps)
+    rounds.append((seconds, max(peak, matmul_peak(repeats=1))))
+  tokens = args.batch_size * args.seq_len
+  flops_per_step = configs.flops_per_token(config, args.seq_len) * tokens
+  fractions = sorted(flops_per_step / s / p for s, p in rounds)
+  seconds = float(np.median([s for s, _ in rounds]))
+  peak = float(np.median([p for _, p in rounds]))
+  tokens_per_s = tokens / seconds
+  flops_per_s = flops_per_step / seconds
   result = {
       'config': args.config,
       'tokens_per_s': round(tokens_per_s, 1),
       'flops_per_s': round(flops_per_s),
       'peak_flops_per_s': round(peak),
-      'fraction_of_peak': round(flops_per_s / peak, 4),
+      'fraction_of_peak': round(float(np.median(fractions)), 4),
+      'fraction_of_peak_range': [round(fractions[0], 4), round(fractions[-1], 4)],
+      'rounds': args.rounds,
       'batch_size': args.batch_size,
       'seq_len': args.seq_len,
       'num_microbatches': args.num_microbatches,

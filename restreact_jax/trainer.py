@@ -21,15 +21,14 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 
 from restreact_jax import checkpoints
 from restreact_jax import data as data_lib
@@ -578,11 +577,14 @@ def _restore_or_init(ckpt: checkpoints.Checkpointer | None, program: Program,
 
 
 def _evaluate(steps: CompiledSteps, params: Any, batches: Iterable[Batch]) -> dict[str, float]:
+  """Token-weighted eval loss and accuracy; empty if there was no full batch."""
   totals: dict[str, float] = {}
   for batch in batches:
     for k, v in steps.eval(params, batch).items():
       totals[k] = totals.get(k, 0.0) + float(v)
-  weight = max(totals.get('weight', 0.0), 1.0)
+  if not totals.get('weight'):
+    return {}
+  weight = totals['weight']
   return {'eval/loss': totals.get('ce', 0.0) / weight,
           'eval/accuracy': totals.get('correct', 0.0) / weight,
           'eval/target_tokens': totals.get('weight', 0.0)}
@@ -716,10 +718,12 @@ def train_loop(config: configs.TransformerConfig,
         if loop.eval_steps is not None:
           eval_batches = (b for _, b in zip(range(loop.eval_steps), eval_batches))
         scores = _evaluate(steps, state.params, eval_batches)
+        if not scores:
+          tqdm.tqdm.write(f'eval: {eval_data.mixture_or_task_name}/{eval_data.split} gave no '
+                          f'full batch of {eval_data.batch_size}; skipped')
+          continue
         eval_history.append({'step': step, **scores})
         writer.write(step, scores)
-    if pending is not None:
-      record(*pending, seconds=None)
   finally:
     bar.close()
     writer.close()

@@ -62,7 +62,8 @@ def test_global_batches_are_sharded_over_data():
 
 def test_corpus_task_chunks_long_pages_and_packs(tmp_path):
   corpus = tmp_path / 'corpus.jsonl'
-  docs = [{'id': 'a', 'title': 'Orlen', 'text': 'x' * 50}, {'id': 'b', 'title': 'Vey', 'text': 'short'}]
+  docs = [{'id': 'a', 'title': 'Orlen', 'text': 'x' * 50},
+          {'id': 'b', 'title': 'Vey', 'text': 'short'}]
   corpus.write_text(''.join(json.dumps(d) + '\n' for d in docs))
   common.register_corpus_task('test_corpus', corpus, None)
   config = data_lib.DataConfig('test_corpus', {'targets': 21}, 1, shuffle=False, num_epochs=1)

@@ -158,7 +158,8 @@ def test_rerun_skips_and_single_phase_commands(reference, tmp_path):
   rows = [json.loads(l) for l in
           (exp / 'gen_2' / 'rankings' / 'rankings.jsonl').read_text().splitlines()]
   assert rows and all(r['oracle'] for r in rows)
-  proc = _run('mixture', exp, '--generation=2', '--gin.rest.ranker="oracle"')
+  proc = _run('mixture', exp, '--generation=2',
+              "--gin.rest.ranker_by_generation={2: 'oracle'}")
   assert '[gen_2/mixture] stale' in proc.stdout
   assert _manifest(exp)['gen_2/mixture']['fingerprint'] != before
   # Nothing upstream: one clear error, nothing written.

@@ -58,6 +58,17 @@ def test_smoke_run_writes_outputs_and_resumes(tmp_path, capsys):
   assert _train(tmp_path, '--gin.TRAIN_STEPS=6') == 0
   assert 'already done' in capsys.readouterr().out
 
+  # Fine-tuning starts from those params at step 0 with a fresh optimizer; the
+  # first step's learning rate is 0 (warmup), so its params are exactly them.
+  assert _train(tmp_path, '--gin.TRAIN_STEPS=1', "--gin.train.model_dir='tuned'",
+                "--gin.train.init_checkpoint='smoke/checkpoints'") == 0
+  with checkpoints.Checkpointer(tmp_path / 'tuned' / 'checkpoints') as ckpt:
+    tuned, meta = ckpt.restore(abstract)
+  assert meta.step == 1 and meta.data_position == 1
+  for a, b in zip(jax.tree.leaves(tuned.params), jax.tree.leaves(state.params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert float(jax.tree.leaves(tuned.opt_state)[0]) == 1  # a fresh optimizer's count
+
 
 def test_missing_gin_file(capsys):
   assert cli.main(['train', '--gin_file=gin/experiments/nope.gin']) == 2

@@ -186,3 +186,19 @@ def test_tiny_model_overfits_tiny_task(tmp_path):
   first, last = result.history[0], result.history[-1]
   assert last['loss'] < 0.1 * first['loss']
   assert last['accuracy'] > 0.95
+
+
+@pytest.mark.slow
+def test_bfloat16_compute_keeps_float32_params():
+  config = configs.TransformerConfig(embed_dim=64, num_layers=1, num_heads=4, num_kv_heads=2,
+                                     head_dim=16, mlp_dim=128, dtype='bfloat16')
+  program = trainer.build_program(config, partitioning.make_mesh((2, 4)), RULES, OPT)
+  state = program.init(jax.random.key(0))
+  sharding = partitioning.batch_sharding(partitioning.make_mesh((2, 4)))
+  losses = []
+  for _ in range(12):  # one repeated batch: the loss must fall
+    state, m = program.steps.train(
+        state, {k: jax.device_put(v, sharding) for k, v in _batch(0).items()}, jax.random.key(1))
+    losses.append(float(m['loss']))
+  assert all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))

@@ -18,4 +18,5 @@ COMMANDS: dict[str, str] = {
     'rank': 'restreact_jax.commands.rank:rank',
     'mixture': 'restreact_jax.commands.mixture:mixture',
     'evaluate': 'restreact_jax.commands.evaluate:evaluate',
+    'report': 'restreact_jax.commands.report:report',
 }

@@ -5,8 +5,11 @@
 
 Needs everything before it done (`restreact rest` has run up to the rollout of
 generation g). Writes `EXP_DIR/gen_<g>/rankings/rankings.jsonl` and records
-the phase in the manifest; a different `--ranker` makes the later phases of
-that generation stale, so the next `restreact rest` redoes them. The oracle
+the phase in the manifest. `--ranker` applies to generation g only; later
+phases must then be run with the same override
+(`--gin.rest.ranker_by_generation="{g: 'oracle'}"`), or bind `rest.ranker`
+for every generation; a plain `restreact rest` redoes the ranking with the
+configured ranker. The oracle
 ranker reads gold answers: an ablation, labelled `oracle: true` in every row.
 """
 
@@ -23,13 +26,13 @@ def rank(generation: int | str = gin.REQUIRED, ranker: str | None = None) -> dic
 
   Args:
     generation: g >= 1.
-    ranker: override of `rest.ranker` ('default', 'rules', 'consistency',
-      'oracle').
+    ranker: override of `rest.ranker` for this generation ('default',
+      'rules', 'consistency', 'oracle').
 
   Returns:
     The loop's (partial) summary.
   """
   from restreact_jax.commands import rest as rest_cmd  # pylint: disable=g-import-not-at-top
   g = rest_cmd._opt_int(generation, '--generation')  # pylint: disable=protected-access
-  overrides = {'ranker': ranker} if ranker else {}
+  overrides = {'ranker_by_generation': {g: ranker}} if ranker else {}
   return rest_cmd.rest(only=[f'gen_{g}/rank'], **overrides)

@@ -53,6 +53,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          agent: AgentSettings = AgentSettings(),
          num_samples_by_size: Mapping[str, int] | None = None,
          ranker: str = 'default',
+         ranker_by_generation: Mapping[int, str] | None = None,
          rule_weight: float = 1.0,
          consistency_weight: float = 1.0,
          mixture_rates: Mapping[str, float] | None = None,
@@ -97,6 +98,7 @@ def rest(exp_dir: str = gin.REQUIRED,
     agent: rollout sampling settings.
     num_samples_by_size: per-size candidates per step.
     ranker: 'default' (label-free), 'rules', 'consistency', 'oracle' (ablation).
+    ranker_by_generation: per-generation override of `ranker`.
     rule_weight: rule rater weight in 'default'.
     consistency_weight: self-consistency weight in 'default'.
     mixture_rates: per-step-type rates (None: proportional to examples).
@@ -141,6 +143,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       init_from=init_from, repeats=tuple(int(r) for r in repeats),
       train_limit=_opt_int(train_limit, 'train_limit'), agent=agent,
       num_samples_by_size=dict(num_samples_by_size or {}), ranker=ranker,
+      ranker_by_generation={int(k): str(v) for k, v in (ranker_by_generation or {}).items()},
       rule_weight=float(rule_weight), consistency_weight=float(consistency_weight),
       mixture_rates=dict(mixture_rates) if mixture_rates else None,
       seed_fraction=float(seed_fraction),

@@ -80,7 +80,7 @@ def train(model=gin.REQUIRED,
     z_loss: z-loss coefficient.
     seed: init, step and data seed.
     corpus_jsonl: register `mixture_or_task_name` as LM over this corpus
-      (relative to `exp_dir`).
+      (relative to `exp_dir`); its TFRecord copy goes to `model_dir/data/`.
     text_to_text_files: register `mixture_or_task_name` as inputs→targets
       over these TFRecord files or globs (relative to `exp_dir`).
     vocab_path: SentencePiece model for the registered task ('' or None:
@@ -105,7 +105,9 @@ def train(model=gin.REQUIRED,
   if corpus_jsonl and text_to_text_files:
     raise errors.UserError('train: set corpus_jsonl or text_to_text_files, not both')
   if corpus_jsonl:
-    common.register_corpus_task(mixture_or_task_name, under_exp(corpus_jsonl), vocab)
+    # The tokenizable copy lives with this run's outputs, not in world/.
+    common.register_corpus_task(mixture_or_task_name, under_exp(corpus_jsonl), vocab,
+                                tfrecord=out_dir / 'data' / 'corpus.tfrecord')
   elif text_to_text_files:
     common.register_text_to_text_task(mixture_or_task_name,
                                       [under_exp(f) for f in text_to_text_files], vocab)

@@ -13,10 +13,19 @@ Reads what the phases left in the experiment directory:
   the explanation, search results and citations, and the auto-eval verdict
   when the trajectory was judged.
 
-Writes `report/{index.html, table.md, summary.json, plots/*.png}` into a
+Writes `report/{index.html, table.md, summary.json, plots/*.png}` (and
+`test.md` when `test/eval/*/summary.json` exist) into a
 temporary directory renamed into place at the end. `summary.json` is
 `{"world_seed", "wall_seconds", "generations": [{"gen", "models": {size:
 {"final", "answer_generation"}}}]}`. All model text is HTML-escaped.
+
+The page reads top to bottom: the headline results table (cells in
+`RESULTS_BG` under a dark header, rows `RESULTS_ROW_GAP_PX` apart, the best
+generation per size in bold), the test-split table when the loop has run it,
+the draft-answer and ranker tables side by side, the plots in a grid, then
+the trajectories (the first one unfolded, each step a collapsed `<details>`
+whose summary shows the chosen action). It is self-contained: inline CSS,
+images by relative path, no scripts, nothing fetched from the network.
 """
 
 from __future__ import annotations
@@ -131,36 +140,53 @@ def _plots(summary, per_gen_stats, plot_dir: pathlib.Path) -> list[str]:
 
   names = []
   sizes = sorted({s for g in summary['generations'] for s in g['models']})
+  gens_evaluated = [g['gen'] for g in summary['generations']]
+  # One figure size and resolution for all plots so the page's grid lines up.
+  figsize, dpi = (5.2, 3.4), 100
   if sizes:
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=figsize)
     for size in sizes:
       pts = [(g['gen'], g['models'][size]['final']) for g in summary['generations']
              if size in g['models'] and 'final' in g['models'][size]]
       if pts:
         ax.errorbar([p[0] for p in pts], [p[1]['mean'] for p in pts],
                     yerr=[p[1]['std'] for p in pts], marker='o', capsize=3, label=size)
+    # Generations are integers; matplotlib would otherwise put ticks at 0.2 steps.
+    ax.set_xticks(gens_evaluated)
+    ax.set_xlim(min(gens_evaluated) - 0.3, max(gens_evaluated) + 0.3)
     ax.set_xlabel('generation')
     ax.set_ylabel('auto-eval accuracy (%)')
-    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.legend(title='size', fontsize=8)
     fig.tight_layout()
-    fig.savefig(plot_dir / 'accuracy.png', dpi=90)
+    fig.savefig(plot_dir / 'accuracy.png', dpi=dpi)
     plt.close(fig)
     names.append('accuracy.png')
   for key, fname, ylabel in (('counts', 'examples_per_step.png', 'ranked examples'),
-                             ('agreement', 'ranker_agreement.png', 'ranker pick == rollout pick')):
+                             ('agreement', 'ranker_agreement.png', 'share of steps')):
     gens = [(g, st[key]) for g, st in per_gen_stats if st[key]]
     if not gens:
       continue
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=figsize)
     width = 0.8 / len(gens)
     for j, (g, values) in enumerate(gens):
-      ax.bar([i + j * width for i in range(len(STEP_TYPES))],
-             [values.get(s, 0) for s in STEP_TYPES], width, label=f'gen {g}')
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(STEP_TYPES))], STEP_TYPES)
+      bars = ax.bar([i + j * width for i in range(len(STEP_TYPES))],
+                    [values.get(s, 0) for s in STEP_TYPES], width, label=f'gen {g}')
+      # Values on the bars: a 0% agreement is otherwise indistinguishable from no data.
+      labels = [(f'{values[s]:.0%}' if key == 'agreement' else f'{values[s]:g}')
+                if s in values else '' for s in STEP_TYPES]
+      ax.bar_label(bars, labels=labels, fontsize=7, padding=1)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(STEP_TYPES))], STEP_TYPES, fontsize=8)
+    if key == 'agreement':
+      ax.set_ylim(0, 1.12)
+    else:
+      ax.margins(y=0.12)
+      ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.grid(axis='y', alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(plot_dir / fname, dpi=90)
+    fig.savefig(plot_dir / fname, dpi=dpi)
     plt.close(fig)
     names.append(fname)
   return names
@@ -170,52 +196,246 @@ def _e(x: Any) -> str:
   return html.escape(str(x))
 
 
+def _short(text: Any, limit: int = 84) -> str:
+  """One line of model text for a collapsed summary (escaped by the caller)."""
+  flat = ' '.join(str(text).split())
+  return flat if len(flat) <= limit else flat[:limit - 1] + '…'
+
+
+def _mark(ok: Any) -> str:
+  return '<span class="ok">✔</span>' if ok else '<span class="bad">✘</span>'
+
+
 def _trajectory_html(t: dict[str, Any], rankings: dict[tuple, dict[str, Any]],
-                     verdicts: dict[tuple, dict[str, Any]]) -> str:
+                     verdicts: dict[tuple, dict[str, Any]], *, open_: bool = False) -> str:
+  """One collapsible trajectory whose steps are collapsible too."""
   key = (t.get('question_id'), t.get('repeat', 0))
   v = verdicts.get(key)
-  verdict = '' if v is None else (f' — verdict: final {"✔" if v.get("correct_final") else "✘"}, '
-                                  f'draft {"✔" if v.get("correct_answer_generation") else "✘"}')
-  out = [f'<details class="traj"><summary><b>{_e(t.get("question_id"))}</b> #{_e(t.get("repeat", 0))}: '
-         f'{_e(t.get("question", ""))} <i>[{_e(t.get("status"))}]</i>{_e(verdict)}</summary>',
-         f'<p>Draft answer: {_e(t.get("answer_generation"))}<br>Final answer: {_e(t.get("final_answer"))}</p>']
+  verdict = '' if v is None else (f'<span class="verdict">final {_mark(v.get("correct_final"))} '
+                                  f'draft {_mark(v.get("correct_answer_generation"))}</span>')
+  status = str(t.get('status'))
+  out = [f'<details class="traj"{" open" if open_ else ""}><summary>'
+         f'<span class="badge {"done" if status == "done" else "fail"}">{_e(status)}</span> '
+         f'<b>{_e(t.get("question_id"))}</b> #{_e(t.get("repeat", 0))} '
+         f'{_e(t.get("question", ""))}{verdict}</summary>',
+         '<dl class="answers">'
+         f'<dt>draft answer</dt><dd>{_e(t.get("answer_generation"))}</dd>'
+         f'<dt>final answer</dt><dd>{_e(t.get("final_answer"))}</dd></dl>']
   for i, s in enumerate(t.get('steps') or []):
     rk = rankings.get((*key, i))
     pick = rk['order'][0] if rk and rk.get('order') else None
+    cands = s.get('candidates') or []
+    chosen = s.get('chosen')
+    chosen_text = (cands[chosen].get('text', '')
+                   if isinstance(chosen, int) and 0 <= chosen < len(cands) else '')
     prompt = str(s.get('prompt', ''))[int(s.get('prefix_len') or 0):]
-    out.append(f'<div class="step"><h4>step {i}: {_e(s.get("step_type"))}</h4>'
-               f'<details><summary>prompt (state part)</summary><pre>{_e(prompt)}</pre></details>'
-               '<table><tr><th>#</th><th>ppl</th><th>parsed</th><th>chosen</th><th>ranker</th><th>text</th></tr>')
-    for j, c in enumerate(s.get('candidates') or []):
+    out.append(f'<details class="step"><summary><span class="stype">{_e(s.get("step_type"))}</span> '
+               f'step {i} · {len(cands)} candidate{"" if len(cands) == 1 else "s"} · '
+               f'<code>{_e(_short(chosen_text))}</code>'
+               '</summary>'
+               f'<details class="prompt"><summary>prompt (state part)</summary>'
+               f'<pre>{_e(prompt)}</pre></details>'
+               '<table class="cands"><tr><th>#</th><th>ppl</th><th>parsed</th><th>chosen</th>'
+               '<th>ranker</th><th>text</th></tr>')
+    for j, c in enumerate(cands):
       ppl = c.get('perplexity')
       ppl_s = f'{ppl:.3f}' if isinstance(ppl, (int, float)) and math.isfinite(ppl) else '–'
       ok = (c.get('parse') or {}).get('ok')
-      out.append(f'<tr><td>{j + 1}</td><td>{ppl_s}</td><td>{"yes" if ok else "no"}</td>'
-                 f'<td>{"●" if s.get("chosen") == j else ""}</td><td>{"★" if pick == j else ""}</td>'
+      cls = ' class="picked"' if chosen == j else ''
+      out.append(f'<tr{cls}><td>{j + 1}</td><td>{ppl_s}</td><td>{"yes" if ok else "no"}</td>'
+                 f'<td>{"●" if chosen == j else ""}</td><td>{"★" if pick == j else ""}</td>'
                  f'<td><pre>{_e(c.get("text", ""))}</pre></td></tr>')
     out.append('</table>')
     if rk:
-      out.append(f'<p class="rk">ranker {_e(rk.get("ranker"))} ({_e(rk.get("status", "ok"))}'
-                 f'{", ORACLE" if rk.get("oracle") else ""}): <pre>{_e(rk.get("explanation", ""))}</pre></p>')
-    chosen = s.get('chosen')
-    cands = s.get('candidates') or []
-    if isinstance(chosen, int) and 0 <= chosen < len(cands):
-      cites = cited_ids(cands[chosen].get('text', ''))
-      if cites:
-        out.append(f'<p>citations: {", ".join(f"[link_id={c}]" for c in cites)}</p>')
+      out.append(f'<div class="rk">ranker {_e(rk.get("ranker"))} ({_e(rk.get("status", "ok"))}'
+                 f'{", ORACLE" if rk.get("oracle") else ""}):<pre>{_e(rk.get("explanation", ""))}'
+                 '</pre></div>')
+    cites = cited_ids(chosen_text) if chosen_text else []
+    if cites:
+      out.append(f'<p>citations: {", ".join(f"[link_id={c}]" for c in cites)}</p>')
     tool = s.get('tool')
     if tool:
       items = ''.join(f'<li>[{_e(r.get("link_id"))}] <b>{_e(r.get("link_text"))}</b>: {_e(r.get("snippet"))}</li>'
                       for r in tool.get('results') or [])
       out.append(f'<p>search: <code>{_e(tool.get("query"))}</code></p><ul>{items}</ul>')
-    out.append('</div>')
+    out.append('</details>')
   out.append('</details>')
   return '\n'.join(out)
 
 
-_CSS = ('body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}'
-        'td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}pre{white-space:pre-wrap;margin:0}'
-        '.step{margin-left:1em;border-left:3px solid #ddd;padding-left:.5em}img{max-width:100%}')
+# The results table's cell colour. A real style choice (a calm blue that marks
+# the page's headline numbers) and also what the browser test looks for in a
+# screenshot, so keep no other element of the page this exact colour.
+RESULTS_BG = '#d6e6f5'
+RESULTS_HEAD_BG = '#1f4e79'
+# Vertical gap between the results table's rows (page background shows through).
+RESULTS_ROW_GAP_PX = 3
+
+_CSS = f"""
+body{{font-family:"DejaVu Sans",system-ui,sans-serif;font-size:15px;line-height:1.45;color:#1d2733;
+  background:#fff;max-width:1120px;margin:0 auto;padding:20px 28px}}
+h1{{font-size:26px;margin:0 0 4px}}
+h2{{font-size:19px;margin:30px 0 10px;padding-bottom:4px;border-bottom:1px solid #dde3ea}}
+.meta{{color:#5b6875;margin:0 0 12px}}
+.note{{color:#5b6875;font-size:13px;margin:6px 0 0}}
+pre{{white-space:pre-wrap;word-break:break-word;margin:0;font-size:13px}}
+code{{font-size:13px;background:#f3f5f7;padding:0 3px;border-radius:3px}}
+table.results{{border-collapse:separate;border-spacing:0 {RESULTS_ROW_GAP_PX}px;
+  font-variant-numeric:tabular-nums;font-size:16px}}
+table.results th{{background:{RESULTS_HEAD_BG};color:#fff;padding:8px 22px;text-align:right}}
+table.results td{{background:{RESULTS_BG};padding:9px 22px;text-align:right}}
+table.results th:first-child,table.results td:first-child{{text-align:left}}
+table.results td.best{{font-weight:bold}}
+table.plain{{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:14px}}
+table.plain th,table.plain td{{border:1px solid #d5dbe1;padding:4px 12px;text-align:right}}
+table.plain th{{background:#f3f5f7}}
+table.plain th:first-child,table.plain td:first-child{{text-align:left}}
+.cols{{display:flex;flex-wrap:wrap;gap:14px 40px;align-items:flex-start}}
+.cols h3{{font-size:15px;margin:0 0 6px;font-weight:normal;color:#3a4753}}
+.plots{{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:16px}}
+figure{{margin:0;border:1px solid #e3e8ed;border-radius:6px;padding:8px}}
+figure img{{width:100%;height:auto;display:block}}
+figcaption{{font-size:13px;color:#3a4753;margin-bottom:4px}}
+details.traj{{border:1px solid #d5dbe1;border-radius:6px;margin:8px 0;padding:6px 10px}}
+details.traj>summary{{cursor:pointer;font-size:15px}}
+details.step{{margin:6px 0 6px 12px;border-left:3px solid #c9d3dd;padding:2px 0 2px 10px}}
+details.step>summary{{cursor:pointer}}
+details.prompt{{margin:6px 0}}
+details.prompt pre{{background:#f7f8fa;padding:6px;max-height:360px;overflow:auto}}
+.stype{{display:inline-block;min-width:78px;font-weight:bold;color:#1f4e79}}
+.badge{{font-size:12px;border-radius:3px;padding:1px 6px;color:#fff}}
+.badge.done{{background:#3b7d3b}} .badge.fail{{background:#a33}}
+.verdict{{margin-left:10px;font-size:13px;color:#3a4753}}
+.ok{{color:#2e7d32}} .bad{{color:#c62828}}
+dl.answers{{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:8px 0}}
+dl.answers dt{{color:#5b6875}} dl.answers dd{{margin:0}}
+table.cands{{border-collapse:collapse;margin:6px 0;width:100%;font-size:13px}}
+table.cands th,table.cands td{{border:1px solid #e0e5ea;padding:3px 6px;vertical-align:top;text-align:left}}
+table.cands tr.picked td{{background:#fdf6dc}}
+.rk pre{{background:#f7f8fa;padding:6px;margin-top:2px}}
+"""
+
+_PLOT_TITLES = {
+    'accuracy.png': 'Auto-eval accuracy by generation',
+    'examples_per_step.png': 'Ranked examples per step type',
+    'ranker_agreement.png': "Ranker's pick equals the rollout's pick",
+}
+
+
+def _wall(seconds: float) -> str:
+  if seconds < 120:
+    return f'{seconds:.0f} s'
+  minutes = seconds / 60
+  return f'{minutes:.0f} min' if minutes < 120 else f'{minutes / 60:.1f} h'
+
+
+def _results_table(sizes: list[str], rows: list[list[str]], css: str) -> str:
+  """An HTML table of `table_rows` output; in `results` the best cell per size is bold."""
+  best: dict[int, float] = {}
+  for r in rows:
+    for j, c in enumerate(r[1:], 1):
+      m = re.match(r'-?[\d.]+', c)
+      if m:
+        best[j] = max(best.get(j, -math.inf), float(m.group()))
+  head = ''.join(f'<th>{_e(s)}</th>' for s in sizes)
+  body = []
+  for r in rows:
+    cells = [f'<td>{_e(r[0])}</td>']
+    for j, c in enumerate(r[1:], 1):
+      m = re.match(r'-?[\d.]+', c)
+      is_best = css == 'results' and m and len(rows) > 1 and float(m.group()) == best[j]
+      cells.append(f'<td class="best">{_e(c)}</td>' if is_best else f'<td>{_e(c)}</td>')
+    body.append('<tr>' + ''.join(cells) + '</tr>')
+  return f'<table class="{css}"><tr><th>generation</th>{head}</tr>{"".join(body)}</table>'
+
+
+def _test_tables(exp: pathlib.Path) -> tuple[str, str]:
+  """(html, markdown) of the test-split eval of the final models; empty when not run.
+
+  The markdown is the loop's `report/test.md`; writing it here keeps it when the
+  report is rebuilt on its own.
+  """
+  html_rows, md_rows = [], []
+  for path in sorted((exp / 'test' / 'eval').glob('*/summary.json')):
+    s = _read_json(path)
+    final, draft = _cell(s.get('final')), _cell(s.get('answer_generation'))
+    html_rows.append(f'<tr><td>{_e(path.parent.name)}</td><td>{_e(final)}</td>'
+                     f'<td>{_e(draft)}</td></tr>')
+    md_rows.append(f'| {path.parent.name} | {final} | {draft} |\n')
+  if not html_rows:
+    return '', ''
+  return (('<h2>Test split, final models (%, mean ± std over runs)</h2><table class="plain">'
+           '<tr><th>model</th><th>final</th><th>answer generation</th></tr>'
+           + ''.join(html_rows) + '</table>'),
+          '| model | final | answer generation |\n|---|---|---|\n' + ''.join(md_rows))
+
+
+def render_page(summary: dict[str, Any], per_gen: list[tuple[int, dict[str, Any]]],
+                plots: list[str], viewer: list[tuple[int, str]], test_html: str = '') -> str:
+  """The report page: the results table first, then plots, then trajectories.
+
+  Args:
+    summary: `collect_summary` output.
+    per_gen: `(generation, {"counts", "agreement"})` per generation.
+    plots: file names under `plots/`.
+    viewer: `(generation, trajectory html)` pairs.
+    test_html: the test-split table (may be empty).
+
+  Returns:
+    A self-contained HTML page (inline CSS, relative image links, no scripts).
+  """
+  sizes, rows = table_rows(summary, 'final')
+  _, draft_rows = table_rows(summary, 'answer_generation')
+  stats_rows = ''.join(
+      f'<tr><td>gen {g}</td>' + ''.join(
+          f'<td>{st["counts"].get(s, 0)} / {st["agreement"][s]:.0%}</td>' if s in st['agreement']
+          else f'<td>{st["counts"].get(s, 0)} / –</td>' for s in STEP_TYPES) + '</tr>'
+      for g, st in per_gen)
+  n_runs = sorted({str(st['final'].get('n_runs')) for g in summary['generations']
+                   for st in g['models'].values() if isinstance(st.get('final'), dict)
+                   and st['final'].get('n_runs') is not None})
+  runs_txt = f'{"/".join(n_runs)} runs' if n_runs else 'runs'
+  if rows:
+    results = _results_table(sizes, rows, 'results')
+  else:
+    results = '<p class="note">No evaluation summaries yet (gen_&lt;g&gt;/eval/&lt;size&gt;/summary.json).</p>'
+  page = [
+      '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+      '<meta name="viewport" content="width=device-width, initial-scale=1">'
+      f'<title>restreact-jax report</title><style>{_CSS}</style></head><body>',
+      '<h1>restreact-jax experiment report</h1>',
+      f'<p class="meta">world seed {_e(summary["world_seed"])} · wall time '
+      f'{_e(_wall(summary["wall_seconds"]))} · {len(summary["generations"])} evaluated generations</p>',
+      f'<h2>Auto-eval accuracy of the final answer (%, mean ± std over {_e(runs_txt)})</h2>',
+      results,
+      '<p class="note">Rows: generation (gen 0 is the seed policy); columns: model size. '
+      'Bold: the best generation per size.</p>',
+      test_html,
+  ]
+  # The secondary tables sit side by side under the headline one.
+  side = []
+  if draft_rows:
+    side.append('<div><h2>Before the self-checks (answer generation)</h2>'
+                + _results_table(sizes, draft_rows, 'plain') + '</div>')
+  if per_gen:
+    side.append('<div><h2>Ranked examples / ranker agrees with rollout</h2>'
+                '<table class="plain"><tr><th>generation</th>'
+                + ''.join(f'<th>{s}</th>' for s in STEP_TYPES) + '</tr>' + stats_rows
+                + '</table></div>')
+  if side:
+    page += ['<div class="cols">', *side, '</div>']
+  if plots:
+    page.append('<h2>Plots</h2><div class="plots">')
+    page += [f'<figure><figcaption>{_e(_PLOT_TITLES.get(p, p))}</figcaption>'
+             f'<img src="plots/{_e(p)}" alt="{_e(_PLOT_TITLES.get(p, p))}"></figure>' for p in plots]
+    page.append('</div>')
+  if viewer:
+    page.append(f'<h2>Trajectories (gen {viewer[0][0]}, {len(viewer)} shown)</h2>'
+                '<p class="note">Click a trajectory, then a step, to unfold it. ● the rollout\'s '
+                'choice (lowest perplexity), ★ the ranker\'s pick.</p>')
+    page += [h for _, h in viewer]
+  page.append('</body></html>')
+  return '\n'.join(p for p in page if p)
 
 
 def build_report(exp_dir: str | pathlib.Path, *, world_seed: int | None = None,
@@ -243,42 +463,20 @@ def build_report(exp_dir: str | pathlib.Path, *, world_seed: int | None = None,
       rankings = {(r['question_id'], r.get('repeat', 0), r['step_index']): r for r in ranked}
       verdicts = {(r['question_id'], r['run']): r
                   for f in sorted((path / 'eval').glob('*/results.jsonl')) for r in load_jsonl(f)}
-      viewer = [(g, _trajectory_html(t, rankings, verdicts)) for t in trajs[:max_trajectories]]
+      viewer = [(g, _trajectory_html(t, rankings, verdicts, open_=i == 0))
+                for i, t in enumerate(trajs[:max_trajectories])]
 
   tmp = pathlib.Path(tempfile.mkdtemp(dir=exp, prefix='.report.'))
   try:
     (tmp / 'plots').mkdir()
     plots = _plots(summary, per_gen, tmp / 'plots')
     sizes, rows = table_rows(summary, 'final')
-    _, draft_rows = table_rows(summary, 'answer_generation')
     (tmp / 'table.md').write_text(_markdown(sizes, rows))
     (tmp / 'summary.json').write_text(json.dumps(summary, indent=2, sort_keys=True) + '\n')
-
-    def html_table(rs):
-      head = ''.join(f'<th>{_e(s)}</th>' for s in sizes)
-      body = ''.join('<tr>' + ''.join(f'<td>{_e(c)}</td>' for c in r) + '</tr>' for r in rs)
-      return f'<table><tr><th>generation</th>{head}</tr>{body}</table>'
-
-    stats_rows = ''.join(
-        f'<tr><td>gen {g}</td>' + ''.join(
-            f'<td>{st["counts"].get(s, 0)} / {st["agreement"][s]:.0%}</td>' if s in st['agreement']
-            else f'<td>{st["counts"].get(s, 0)} / –</td>' for s in STEP_TYPES) + '</tr>'
-        for g, st in per_gen)
-    page = [
-        f'<!doctype html><html><head><meta charset="utf-8"><title>restreact-jax report</title>'
-        f'<style>{_CSS}</style></head><body>',
-        '<h1>restreact-jax experiment report</h1>',
-        f'<p>world seed {_e(summary["world_seed"])}; wall time {summary["wall_seconds"]:.0f} s</p>',
-        '<h2>Auto-eval accuracy, final answer (%, mean ± std over runs)</h2>', html_table(rows),
-        '<h2>Before the self-checks (answer generation)</h2>', html_table(draft_rows),
-        '<h2>Ranked examples per step type / ranker agrees with rollout pick</h2>',
-        '<table><tr><th>generation</th>' + ''.join(f'<th>{s}</th>' for s in STEP_TYPES) + '</tr>'
-        + stats_rows + '</table>',
-        *[f'<h3>{_e(p)}</h3><img src="plots/{_e(p)}" alt="{_e(p)}">' for p in plots],
-        '<h2>Trajectories</h2>', *[f'<h3>gen {g}</h3>{h}' if i == 0 else h
-                                   for i, (g, h) in enumerate(viewer)],
-        '</body></html>']
-    (tmp / 'index.html').write_text('\n'.join(page))
+    test_html, test_md = _test_tables(exp)
+    if test_md:
+      (tmp / 'test.md').write_text(test_md)
+    (tmp / 'index.html').write_text(render_page(summary, per_gen, plots, viewer, test_html))
     target = exp / 'report'
     if target.exists():
       old = exp / f'.report.old.{tmp.name[-8:]}'

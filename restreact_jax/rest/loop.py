@@ -59,6 +59,8 @@ class RestConfig:
     num_samples_by_size: per-size override of `agent.num_samples`.
     ranker: 'default' (label-free: rules + self-consistency), 'rules',
       'consistency', or 'oracle' (gold labels; an ablation, labelled as such).
+    ranker_by_generation: per-generation override of `ranker` (what
+      `restreact rank --ranker=...` sets for the one generation it ranks).
     rule_weight: weight of the rule rater in 'default'.
     consistency_weight: weight of self-consistency in 'default'.
     mixture_rates: per-step-type mixing rates; None: proportional to examples.
@@ -100,6 +102,7 @@ class RestConfig:
   agent: AgentSettings = AgentSettings()
   num_samples_by_size: Mapping[str, int] = dataclasses.field(default_factory=dict)
   ranker: str = 'default'
+  ranker_by_generation: Mapping[int, str] = dataclasses.field(default_factory=dict)
   rule_weight: float = 1.0
   consistency_weight: float = 1.0
   mixture_rates: Mapping[str, float] | None = None
@@ -134,8 +137,9 @@ class RestConfig:
       raise errors.UserError(f'rest.generations must be >= 0, got {self.generations}')
     if not self.repeats or any(int(r) < 1 for r in self.repeats):
       raise errors.UserError(f'rest.repeats must be integers >= 1, got {self.repeats}')
-    if self.ranker not in RANKERS:
-      raise errors.UserError(f'rest.ranker {self.ranker!r}; choose one of {", ".join(RANKERS)}')
+    for ranker in (self.ranker, *self.ranker_by_generation.values()):
+      if ranker not in RANKERS:
+        raise errors.UserError(f'rest.ranker {ranker!r}; choose one of {", ".join(RANKERS)}')
     if self.init_from not in INIT_FROM:
       raise errors.UserError(f'rest.init_from {self.init_from!r}; choose base or previous')
     if self.gen0 not in ('finetune', 'prompted'):
@@ -386,15 +390,16 @@ class _Steps:
 
   def rank(self, g: int) -> None:
     cfg = self.cfg
-    if cfg.ranker == 'oracle':
+    ranker = cfg.ranker_by_generation.get(g, cfg.ranker)
+    if ranker == 'oracle':
       self.log(f'[gen_{g}/rank] ABLATION: the oracle ranker reads gold answers')
     self.run(f'gen_{g}/rank', lambda out: phases.rank(
-        out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories', ranker_name=cfg.ranker,
+        out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories', ranker_name=ranker,
         rule_weight=cfg.rule_weight, consistency_weight=cfg.consistency_weight,
         questions_path=self.root / 'world' / 'questions' / 'train.jsonl',
         progress=cfg.progress),
              output=f'gen_{g}/rankings', deps=[f'gen_{g}/rollout'],
-             config={'ranker': cfg.ranker, 'rule_weight': cfg.rule_weight,
+             config={'ranker': ranker, 'rule_weight': cfg.rule_weight,
                      'consistency_weight': cfg.consistency_weight})
 
   def mixture(self, g: int) -> dict[str, Any]:
