@@ -177,7 +177,8 @@ def _split_microbatches(batch: Batch, num_microbatches: int) -> Batch:
 
   def split(x):
     x = x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:])
-    return jnp.swapaxes(x, 0, 1)
+    x = jnp.swapaxes(x, 0, 1)
+    return nn.with_logical_constraint(x, (None, 'batch', 'length'))
 
   return jax.tree.map(split, batch)
 

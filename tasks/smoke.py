@@ -3,9 +3,9 @@
 It needs no files and no trained vocabulary, so `gin/experiments/smoke.gin` and
 the tests can train end to end anywhere. The examples are generated from a
 fixed seed: short fact look-ups in the agent's code-as-prompt style
-(`QUESTION = 'capital of Vey?'\nANSWER = '` → `Ilvara'  # [END]`; at most
-48 bytes of prompt and 15 of target) and string copies
-and string copies, which a tiny model memorizes in a few hundred steps.
+(`QUESTION = 'capital of Vey?'\nANSWER = '` → `Ilvara'  # [END]`) and string
+copies, at most 48 bytes of prompt and 15 of target (the lengths
+`gin/experiments/smoke.gin` uses), which a tiny model learns in ~100 steps.
 """
 
 from __future__ import annotations
