@@ -149,4 +149,15 @@ def call_configurable(fn, **kwargs):
     raise errors.GinConfigError(
         f'gin: {name} needs {", ".join(missing)}; bind it in a gin file or '
         f'pass --gin.{name}.{missing[0]}=...')
-  return fn(**kwargs)
+  try:
+    return fn(**kwargs)
+  except RuntimeError as e:
+    # gin.REQUIRED parameters left unbound surface as a RuntimeError.
+    m = re.match(r'Required bindings for `(\w+)` not provided in config: \[(.*)\]', str(e))
+    if not m:
+      raise
+    names = [n.strip(" '") for n in m.group(2).split(',')]
+    raise errors.GinConfigError(
+        f'gin: {m.group(1)} needs {", ".join(names)}; bind it in a gin file or pass '
+        f'--gin.{m.group(1)}.{names[0]}=... (e.g. an include that sets it from EXP_DIR)'
+    ) from None

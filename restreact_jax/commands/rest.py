@@ -59,6 +59,8 @@ def rest(exp_dir: str = gin.REQUIRED,
          mixture_rates: Mapping[str, float] | None = None,
          seed_fraction: float = 0.0,
          eval_runs: int = 3,
+         dev_eval_students: bool | str = True,
+         test_all_generations: bool | str = False,
          eval_limit: int | None = None,
          judge: str = 'matcher',
          judge_openai_base_url: str = '',
@@ -105,6 +107,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     seed_fraction: share of seed exemplars in every generation's data (0:
       the paper's setting).
     eval_runs: runs per dev/test question.
+    dev_eval_students: auto-eval the students on dev every generation.
+    test_all_generations: evaluate every generation's policy on test.
     eval_limit: only the first N dev/test questions.
     judge: 'matcher' or 'llm'.
     judge_openai_base_url: the LLM judge's server.
@@ -147,7 +151,9 @@ def rest(exp_dir: str = gin.REQUIRED,
       rule_weight=float(rule_weight), consistency_weight=float(consistency_weight),
       mixture_rates=dict(mixture_rates) if mixture_rates else None,
       seed_fraction=float(seed_fraction),
-      eval_runs=int(eval_runs), eval_limit=_opt_int(eval_limit, 'eval_limit'), judge=judge,
+      eval_runs=int(eval_runs), dev_eval_students=as_bool(dev_eval_students),
+      test_all_generations=as_bool(test_all_generations),
+      eval_limit=_opt_int(eval_limit, 'eval_limit'), judge=judge,
       judge_openai_base_url=judge_openai_base_url, judge_openai_model=judge_openai_model,
       min_improvement=float(min_improvement), gen0=gen0,
       gen0_openai_base_url=gen0_openai_base_url, gen0_openai_model=gen0_openai_model,

@@ -69,6 +69,11 @@ class RestConfig:
       whose mixture is empty and whose seed_fraction is 0 trains nothing: its
       policy is kept from before and the decision says why.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
+    dev_eval_students: also auto-eval the students on dev every generation
+      (they take no part in the keep/reject decision; the test split reports
+      them either way).
+    test_all_generations: evaluate every generation's policy on test (not only
+      the final one and gen 0), so the report shows the whole trend.
     eval_limit: only the first N dev/test questions (None: all).
     judge: 'matcher' or 'llm'.
     judge_openai_base_url: server of the LLM judge.
@@ -108,6 +113,8 @@ class RestConfig:
   mixture_rates: Mapping[str, float] | None = None
   seed_fraction: float = 0.0
   eval_runs: int = 3
+  dev_eval_students: bool = True
+  test_all_generations: bool = False
   eval_limit: int | None = None
   judge: str = 'matcher'
   judge_openai_base_url: str = ''
@@ -249,8 +256,9 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
       candidate = steps.finetune(g, cfg.policy_size, previous[cfg.policy_size] or policy)
       students = [steps.finetune(g, size, previous[size]) for size in cfg.student_sizes]
       score = steps.evaluate(candidate, 'dev')
-      for student in students:
-        steps.evaluate(student, 'dev')
+      if cfg.dev_eval_students:
+        for student in students:
+          steps.evaluate(student, 'dev')
       decision = steps.select(g, candidate, score, policy, best)
       decisions.append(decision)
       if decision['kept']:
@@ -295,10 +303,27 @@ class _Steps:
   def vocabulary(self) -> None:
     self.run('gen_0/seed', lambda out: phases.write_seed(out, self.cfg.exemplar_set),
              output='gen_0/seed', config={'exemplar_set': self.cfg.exemplar_set})
-    self.run('vocab', lambda out: phases.train_vocabulary(
+    result = self.run('vocab', lambda out: phases.train_vocabulary(
         out, [self.root / 'world' / 'corpus.jsonl', self.root / 'gen_0' / 'seed' / 'seed.jsonl'],
         self.cfg.vocab_size), output='vocab', config={'vocab_size': self.cfg.vocab_size},
-             deps=['world', 'gen_0/seed'])
+                      deps=['world', 'gen_0/seed'])
+    self.align_vocab(int(result['pieces']))
+
+  def align_vocab(self, pieces: int) -> None:
+    """Gives every model exactly the trained vocabulary's size.
+
+    SentencePiece may learn fewer pieces than asked for on a small corpus; a
+    model with a larger output layer would then sample ids that decode to
+    nothing. The change is part of every later phase's fingerprint.
+    """
+    models = {}
+    for size, model in self.cfg.models.items():
+      if model.vocab_size != pieces:
+        self.log(f'[vocab] model {size!r}: vocab_size {model.vocab_size} -> {pieces} '
+                 '(the trained vocabulary)')
+        model = dataclasses.replace(model, vocab_size=pieces)
+      models[size] = model
+    self.cfg = dataclasses.replace(self.cfg, models=models)
 
   # -- training -------------------------------------------------------------
 
@@ -490,6 +515,12 @@ class _Steps:
     if policy.generation >= 1:
       models += [self._policy(policy.generation, s, f'gen_{policy.generation}/models/{s}')
                  for s in cfg.student_sizes]
+      if cfg.test_all_generations:
+        # Every trained generation, kept or not, so the trend is on test too.
+        for g in range(1, cfg.generations + 1):
+          phase = f'gen_{g}/models/{cfg.policy_size}'
+          if g != policy.generation and self.exp.record(phase):
+            models.append(self._policy(g, cfg.policy_size, phase))
       models.append(self._gen0_policy())
     return {m.label: self.evaluate(m, 'test') for m in models}
 

@@ -245,10 +245,14 @@ def make_llm(exp_dir: pathlib.Path, policy: Policy, models: Mapping[str, Any],
   """The policy behind the `LLM` door."""
   from restreact_jax.commands import rollout as rollout_cmd  # pylint: disable=g-import-not-at-top
   model = models.get(policy.size) if policy.size else None
+  # Absolute paths: `make_llm` resolves relative ones under `exp_dir`, which
+  # would name a relative EXP_DIR twice.
+  exp_dir = pathlib.Path(exp_dir).resolve()
   return rollout_cmd.make_llm(
       str(exp_dir), backend=policy.backend, model=model,
       policy_checkpoint=str(exp_dir / policy.checkpoint) if policy.checkpoint else None,
-      vocab_path=vocab_path, num_slots=agent.num_slots,
+      vocab_path=str(pathlib.Path(vocab_path).resolve()) if vocab_path else None,
+      num_slots=agent.num_slots,
       openai_base_url=policy.openai_base_url, openai_model=policy.openai_model)
 
 
@@ -366,8 +370,42 @@ def rank(out: pathlib.Path, *, trajectories_dir: pathlib.Path, ranker_name: str,
   with open(out / 'rankings.jsonl', 'w', encoding='utf-8') as f:
     for context, _, ranking in ranked:
       f.write(json.dumps(rankers.ranking_row(context, ranking), sort_keys=True) + '\n')
-  return {'ranker': ranker.name, 'ranked_steps': len(ranked),
-          'oracle': any(r.oracle for _, _, r in ranked)}
+  result = {'ranker': ranker.name, 'ranked_steps': len(ranked),
+            'oracle': any(r.oracle for _, _, r in ranked)}
+  if ranker_name != 'oracle' and questions_path is not None and questions_path.exists():
+    # Analysis only (never used for training): how often the label-free pick is
+    # one the gold answers would also pick.
+    oracle_ranker = make_ranker('oracle', trajectories, rule_weight=rule_weight,
+                                consistency_weight=consistency_weight,
+                                questions_path=questions_path)
+    oracle_ranked = rankers.rank_trajectories(oracle_ranker, trajectories, progress=False)
+    agreement = oracle_agreement(ranked, oracle_ranked)
+    (out / 'oracle_agreement.json').write_text(
+        json.dumps(agreement, indent=2, sort_keys=True) + '\n')
+    result['oracle_agreement'] = agreement['all']
+  return result
+
+
+def oracle_agreement(ranked: Sequence[Any], oracle_ranked: Sequence[Any]) -> dict[str, Any]:
+  """Share of steps whose top pick is among the oracle's best, per step type.
+
+  Only steps where the oracle discriminates (its scores are not all equal)
+  count; `informative_steps` says how many that was.
+  """
+  per_type: dict[str, list[bool]] = {}
+  for (context, _, ranking), (_, _, gold) in zip(ranked, oracle_ranked, strict=True):
+    scores = list(gold.scores)
+    if not ranking.order or len(set(scores)) < 2:
+      continue
+    agrees = scores[ranking.order[0]] == max(scores)
+    per_type.setdefault(context.step_type, []).append(agrees)
+  flat = [a for v in per_type.values() for a in v]
+  return {
+      'all': sum(flat) / len(flat) if flat else None,
+      'informative_steps': len(flat),
+      'per_step_type': {k: {'agreement': sum(v) / len(v), 'steps': len(v)}
+                        for k, v in sorted(per_type.items())},
+  }
 
 
 def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
