@@ -22,7 +22,6 @@ Built-in tasks that need no experiment directory register on import (see
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pathlib
 import tempfile
@@ -31,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from restreact_jax import errors
+from restreact_jax import errors, jsonl
 from restreact_jax import vocab as vocab_lib
 
 
@@ -103,20 +102,13 @@ def write_examples(path: str | os.PathLike[str],
 
 
 def _read_corpus(corpus_jsonl: pathlib.Path) -> Iterable[dict[str, str]]:
-  with corpus_jsonl.open('r', encoding='utf-8') as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        doc = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise errors.UserError(f'{corpus_jsonl}:{lineno}: not valid JSON ({e.msg})') from None
-      if not isinstance(doc, dict) or not isinstance(doc.get('text'), str):
-        raise errors.UserError(f'{corpus_jsonl}:{lineno}: expected an object with a "text" '
-                               'string (and "id", "title")')
-      title = str(doc.get('title', '')).strip()
-      # The title heads the page, as an encyclopedia shows it.
-      yield {'targets': f'{title}\n{doc["text"]}' if title else doc['text']}
+  for lineno, doc in jsonl.iter_jsonl_numbered(corpus_jsonl):
+    if not isinstance(doc.get('text'), str):
+      raise errors.UserError(f'{corpus_jsonl}:{lineno}: expected an object with a "text" '
+                             'string (and "id", "title")')
+    title = str(doc.get('title', '')).strip()
+    # The title heads the page, as an encyclopedia shows it.
+    yield {'targets': f'{title}\n{doc["text"]}' if title else doc['text']}
 
 
 def corpus_to_tfrecord(corpus_jsonl: str | os.PathLike[str],

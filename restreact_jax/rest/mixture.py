@@ -22,7 +22,7 @@ import os
 import pathlib
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from restreact_jax import errors
+from restreact_jax import errors, jsonl
 from restreact_jax.llm import END_MARKER
 
 STEP_TYPES = ('decision', 'summarize', 'answer', 'relevance', 'grounding')
@@ -51,18 +51,7 @@ class MixtureStats:
 
 def read_jsonl(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
   """Reads JSONL files, skipping a torn last line and naming bad lines."""
-  for path in paths:
-    with open(path) as f:
-      lines = f.read().split('\n')
-    for lineno, line in enumerate(lines, 1):
-      if not line.strip():
-        continue
-      try:
-        yield json.loads(line)
-      except json.JSONDecodeError as e:
-        if lineno == len(lines):
-          continue  # a torn final line from a killed writer
-        raise errors.UserError(f'{path}:{lineno}: not valid JSON ({e.msg})') from None
+  return jsonl.iter_jsonl_files(paths, torn_tail_ok=True)
 
 
 def ranking_key(question_id: str, repeat: int, step_index: int) -> tuple[str, int, int]:

@@ -20,7 +20,7 @@ import shutil
 import time
 from typing import Sequence
 
-from restreact_jax import errors
+from restreact_jax import errors, jsonl
 from restreact_jax.search.types import ResultItem
 
 INDEX_VERSION = 1
@@ -41,22 +41,14 @@ def _read_corpus(path: pathlib.Path) -> list[dict[str, str]]:
   if not path.exists():
     raise errors.UserError(f'{path}: corpus file not found')
   rows, seen = [], set()
-  with open(path, encoding='utf-8') as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise errors.UserError(f'{path}:{lineno}: not valid JSON ({e.msg})') from None
-      if not isinstance(row, dict) or not all(
-          isinstance(row.get(key), str) for key in ('id', 'title', 'text')):
-        raise errors.UserError(
-            f'{path}:{lineno}: a corpus row needs string fields "id", "title" and "text"')
-      if row['id'] in seen:
-        raise errors.UserError(f'{path}:{lineno}: duplicate passage id {row["id"]!r}')
-      seen.add(row['id'])
-      rows.append({'id': row['id'], 'title': row['title'], 'text': row['text']})
+  for lineno, row in jsonl.iter_jsonl_numbered(path):
+    if not all(isinstance(row.get(key), str) for key in ('id', 'title', 'text')):
+      raise errors.UserError(
+          f'{path}:{lineno}: a corpus row needs string fields "id", "title" and "text"')
+    if row['id'] in seen:
+      raise errors.UserError(f'{path}:{lineno}: duplicate passage id {row["id"]!r}')
+    seen.add(row['id'])
+    rows.append({'id': row['id'], 'title': row['title'], 'text': row['text']})
   if not rows:
     raise errors.UserError(f'{path}: corpus is empty')
   return rows

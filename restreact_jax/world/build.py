@@ -28,7 +28,7 @@ import shutil
 import time
 from typing import Iterable, Iterator, Sequence
 
-from restreact_jax import errors
+from restreact_jax import errors, jsonl
 from restreact_jax.world import canon
 from restreact_jax.world import generator
 from restreact_jax.world import questions as questions_lib
@@ -200,20 +200,7 @@ def read_summary(directory: str | os.PathLike[str]) -> dict[str, object] | None:
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, object]]:
   """Yields the JSON objects of a JSON-lines file, naming the line on errors."""
-  path = pathlib.Path(path)
-  if not path.exists():
-    raise errors.UserError(f'{path}: file not found')
-  with open(path, encoding='utf-8') as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise errors.UserError(f'{path}:{lineno}: not valid JSON ({e.msg})') from None
-      if not isinstance(row, dict):
-        raise errors.UserError(f'{path}:{lineno}: expected a JSON object')
-      yield row
+  return jsonl.iter_jsonl(path)
 
 
 def load_questions(directory: str | os.PathLike[str], split: str) -> list[dict[str, object]]:
