@@ -114,3 +114,17 @@ def test_select_keeps_only_a_better_policy(tmp_path):
   assert saved == d
   assert exp.record('gen_2/select').result['kept'] is True
   assert dataclasses.asdict(old)['label'] == 'gen_0/s'
+
+
+def test_models_take_the_trained_vocabulary_size(tmp_path):
+  logs = []
+  exp = experiment.Experiment(tmp_path, log=lambda _: None)
+  steps = loop._Steps(_config(), exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
+                      logs.append)
+  steps.align_vocab(300)  # SentencePiece learned fewer pieces than the models' 512
+  assert {m.vocab_size for m in steps.cfg.models.values()} == {300}
+  assert steps.cfg.models['s'].embed_dim == 16  # nothing else changes
+  assert any("'s': vocab_size 512 -> 300" in line for line in logs)
+  logs.clear()
+  steps.align_vocab(300)
+  assert not logs  # already aligned: silent

@@ -18,5 +18,6 @@ COMMANDS: dict[str, str] = {
     'rank': 'restreact_jax.commands.rank:rank',
     'mixture': 'restreact_jax.commands.mixture:mixture',
     'evaluate': 'restreact_jax.commands.evaluate:evaluate',
+    'bamboogle': 'restreact_jax.commands.bamboogle:bamboogle',
     'report': 'restreact_jax.commands.report:report',
 }
