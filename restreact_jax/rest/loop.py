@@ -268,6 +268,10 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
     steps.report()
   except _Stop:
     return {'policy': None, 'decisions': [], 'test': {}}
+  table = exp.root / 'report' / 'test.md'
+  if table.is_file():
+    log(f'rest: test auto-eval (accuracy %, mean ± std over runs)\n{table.read_text().rstrip()}')
+  log(f'rest: report {exp.root / "report" / "index.html"}')
   log(f'rest: final policy {policy.label} (dev final {_fmt(best)})')
   return {'policy': policy.label, 'decisions': decisions, 'test': test}
 
@@ -512,15 +516,21 @@ class _Steps:
     """Test-split auto-eval of the final policy, its generation's students and gen 0."""
     cfg = self.cfg
     models = [policy]
-    if policy.generation >= 1:
+    if cfg.test_all_generations:
+      # Every trained generation, kept or not, and the last one's students, so
+      # the trend shows on test even when dev kept none of them.
+      trained = [g for g in range(1, cfg.generations + 1)
+                 if self.exp.record(f'gen_{g}/models/{cfg.policy_size}')]
+      models += [self._policy(g, cfg.policy_size, f'gen_{g}/models/{cfg.policy_size}')
+                 for g in trained if g != policy.generation]
+      if trained:
+        last = trained[-1]
+        models += [self._policy(last, s, f'gen_{last}/models/{s}') for s in cfg.student_sizes]
+      if policy.generation >= 1:
+        models.append(self._gen0_policy())
+    elif policy.generation >= 1:
       models += [self._policy(policy.generation, s, f'gen_{policy.generation}/models/{s}')
                  for s in cfg.student_sizes]
-      if cfg.test_all_generations:
-        # Every trained generation, kept or not, so the trend is on test too.
-        for g in range(1, cfg.generations + 1):
-          phase = f'gen_{g}/models/{cfg.policy_size}'
-          if g != policy.generation and self.exp.record(phase):
-            models.append(self._policy(g, cfg.policy_size, phase))
       models.append(self._gen0_policy())
     return {m.label: self.evaluate(m, 'test') for m in models}
 
