@@ -123,6 +123,20 @@ def _parse(gin_files: Sequence[str], bindings: Sequence[str],
     raise errors.GinConfigError(_explain(e, 'finalize')) from None
 
 
+def macro_value(name: str):
+  """The value of gin macro `name`, or None when no gin file sets it.
+
+  A macro bound to `@configurable()` is built with the current bindings.
+  """
+  try:
+    value = gin.query_parameter(f'{name}/macro.value')
+  except ValueError:
+    return None
+  if isinstance(value, gin.config.ConfigurableReference):
+    return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
+  return value
+
+
 def write_config(directory: str | os.PathLike[str], name: str = 'config.gin') -> pathlib.Path:
   """Writes the resolved gin config beside the outputs (atomically)."""
   directory = pathlib.Path(directory)

@@ -18,22 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from restreact_jax import errors
+from restreact_jax import gin_utils
 from restreact_jax.models import configs
 from restreact_jax.models.transformer import Transformer
 
 _EMBEDDING_PARAMS = ('embedding', 'lm_head')
-
-
-def _model_macro() -> configs.TransformerConfig | None:
-  """The value of the `MODEL` gin macro, or None when no gin file sets it."""
-  try:
-    value = gin.query_parameter('MODEL/macro.value')
-  except ValueError:
-    return None
-  if isinstance(value, gin.config.ConfigurableReference):
-    # `MODEL = @models.TransformerConfig()`: build it with the current bindings.
-    return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
-  return value
 
 
 def count_params(config: configs.TransformerConfig) -> dict[str, int]:
@@ -76,7 +65,7 @@ def params(model: configs.TransformerConfig | None = None,
   Returns:
     The numbers printed, as a dict.
   """
-  model = model if model is not None else _model_macro()
+  model = model if model is not None else gin_utils.macro_value('MODEL')
   if model is None:
     raise errors.UserError('params: no model; pass --gin_file=gin/models/<size>.gin '
                            '(which sets MODEL) or bind params.model')

@@ -27,18 +27,9 @@ from typing import Any, Sequence
 import gin
 
 from restreact_jax import errors
+from restreact_jax import gin_utils
 from restreact_jax import llm
 from restreact_jax.models import configs
-
-
-def _model_macro() -> configs.TransformerConfig | None:
-  try:
-    value = gin.query_parameter('MODEL/macro.value')
-  except ValueError:
-    return None
-  if isinstance(value, gin.config.ConfigurableReference):
-    return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
-  return value
 
 
 def _exp_dir() -> str | None:
@@ -182,7 +173,7 @@ def sample(model: configs.TransformerConfig | None = None,
     Each prompt's samples.
   """
   from restreact_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  model = model if model is not None else _model_macro()
+  model = model if model is not None else gin_utils.macro_value('MODEL')
   if model is not None and not isinstance(model, configs.TransformerConfig):
     raise errors.UserError(f'sample: model must be a models.TransformerConfig, got '
                            f'{type(model).__name__}')
