@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench clean browser
+.PHONY: demo test venv bench clean browser full
 
 $(STAMP): requirements.txt requirements-test.txt setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash launch/local.sh $(DEMO_ARGS)
+
+# The large CPU run (gin/experiments/full_cpu.gin, ~1-2 h each on 2 cores):
+# the two-tool agent ranked label-free, then the same with the oracle ranker.
+# Extra restreact flags: make full FULL_ARGS="--gin.WORLD_SEED=1".
+full: $(STAMP)
+	$(VENV)/bin/restreact rest --gin_file=gin/experiments/full_cpu.gin --gin.EXP_DIR="'runs/full'" $(FULL_ARGS)
+	$(VENV)/bin/restreact rest --gin_file=gin/experiments/full_cpu.gin --gin.EXP_DIR="'runs/full_oracle'" --gin.rest.ranker="'oracle'" $(FULL_ARGS)
 
 test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)

@@ -49,6 +49,8 @@ class DataConfig:
     seed: the data seed.
     pack: pack several examples per row (segment ids keep them apart).
     num_epochs: None repeats forever (training); 1 reads once (eval).
+    loss_on_targets_only: weight only target tokens (the T5X default for
+      inputs/targets tasks); False also trains on the prompt tokens.
   """
   mixture_or_task_name: str
   task_feature_lengths: Mapping[str, int]
@@ -58,6 +60,7 @@ class DataConfig:
   seed: int = 0
   pack: bool = False
   num_epochs: int | None = None
+  loss_on_targets_only: bool = True
 
   def model_length(self) -> int:
     """Length of a model row: inputs and targets are concatenated."""
@@ -102,7 +105,8 @@ def get_dataset(config: DataConfig, position: int = 0) -> tf.data.Dataset:
   ds = seqio.get_dataset(
       config.mixture_or_task_name,
       task_feature_lengths=lengths,
-      feature_converter=seqio.DecoderFeatureConverter(pack=config.pack),
+      feature_converter=seqio.DecoderFeatureConverter(
+          pack=config.pack, loss_on_targets_only=config.loss_on_targets_only),
       dataset_split=config.split,
       shuffle=config.shuffle,
       num_epochs=config.num_epochs,

@@ -65,16 +65,24 @@ def ranked_dir(exp_dir: str | os.PathLike[str], generation: int) -> pathlib.Path
 
 
 def register_corpus(exp_dir: str | os.PathLike[str],
-                    vocab_path: str | os.PathLike[str] | None) -> str:
+                    vocab_path: str | os.PathLike[str] | None,
+                    corpus_jsonl: str | os.PathLike[str] | None = None) -> str:
   """Registers `restreact_corpus` over `EXP_DIR/world/corpus.jsonl`.
 
   Args:
     exp_dir: the experiment directory.
     vocab_path: SentencePiece model (None: bytes).
+    corpus_jsonl: another corpus file instead (e.g. the name-masked one);
+      its TFRecord goes beside it.
 
   Returns:
     The task name.
   """
+  if corpus_jsonl is not None:
+    path = pathlib.Path(corpus_jsonl)
+    common.register_corpus_task(CORPUS_TASK, path, vocab_path,
+                                tfrecord=path.with_suffix('.tfrecord'))
+    return CORPUS_TASK
   world = pathlib.Path(exp_dir) / 'world'
   common.register_corpus_task(CORPUS_TASK, world / 'corpus.jsonl', vocab_path,
                               tfrecord=world / 'corpus.tfrecord')
@@ -85,8 +93,11 @@ def register_corpus(exp_dir: str | os.PathLike[str],
 # Seed exemplars (generation 0).
 
 
-def seed_examples(exemplar_set: str = 'world') -> list[dict[str, str]]:
-  """The exemplar trajectories as fine-tuning examples, one per step.
+def seed_examples(exemplar_set: str = 'world', demonstrations: Sequence[Any] = (),
+                  max_searches: int = 10, tools: Sequence[str] = ('search',),
+                  transform: Callable[[str, str], tuple[str, str]] | None = None
+                  ) -> list[dict[str, str]]:
+  """The exemplar trajectories (and pilot demonstrations) as examples, one per step.
 
   The prompt is the no-exemplar preamble plus the state, i.e. what
   `prompts.Prompter(None, 0)` shows a fine-tuned policy at that step; the
@@ -95,6 +106,11 @@ def seed_examples(exemplar_set: str = 'world') -> list[dict[str, str]]:
 
   Args:
     exemplar_set: 'world' or 'open_domain'.
+    demonstrations: more `prompts.ExemplarTrajectory`s (the scripted pilot
+      demonstrations of `agent.demonstrations`), after the exemplars.
+    max_searches: the search budget the prompts show (the agent's).
+    tools: the agent's tools (the decision docstring names them).
+    transform: applied to every `(inputs, targets)` (e.g. name masking).
 
   Returns:
     Records with `inputs`, `targets`, `step_type` and `question_id`, in
@@ -102,33 +118,41 @@ def seed_examples(exemplar_set: str = 'world') -> list[dict[str, str]]:
   """
   from restreact_jax.agent import prompts  # pylint: disable=g-import-not-at-top
   out = []
-  for trajectory in prompts.load_exemplar_set(exemplar_set):
-    steps = prompts.exemplar_steps(trajectory)
+  for trajectory in (*prompts.load_exemplar_set(exemplar_set), *demonstrations):
+    steps = prompts.exemplar_steps(trajectory, max_searches)
+    qid = trajectory.name if ':' in trajectory.name else f'exemplar:{trajectory.name}'
     for step_type in STEP_TYPES:
       for state, target in steps[step_type]:
-        out.append({
-            'inputs': prompts.compact_preamble(step_type) + state,
-            # Sampled text is cut *before* the stop string, so a rollout's
-            # candidate keeps the two spaces; the target matches that form.
-            'targets': f'{target}  {END_MARKER}',
-            'step_type': step_type,
-            'question_id': f'exemplar:{trajectory.name}',
-        })
+        inputs = prompts.compact_preamble(step_type, tools) + state
+        # Sampled text is cut *before* the stop string, so a rollout's
+        # candidate keeps the two spaces; the target matches that form.
+        targets = f'{target}  {END_MARKER}'
+        if transform is not None:
+          inputs, targets = transform(inputs, targets)
+        out.append({'inputs': inputs, 'targets': targets, 'step_type': step_type,
+                    'question_id': qid})
   return out
 
 
-def write_seed(out_dir: str | os.PathLike[str], exemplar_set: str = 'world') -> dict[str, Any]:
+def write_seed(out_dir: str | os.PathLike[str], exemplar_set: str = 'world',
+               demonstrations: Sequence[Any] = (), max_searches: int = 10,
+               tools: Sequence[str] = ('search',),
+               transform: Callable[[str, str], tuple[str, str]] | None = None) -> dict[str, Any]:
   """Writes `seed.tfrecord` and `seed.jsonl` (for the vocabulary) into `out_dir`.
 
   Args:
     out_dir: e.g. `EXP_DIR/gen_0/seed`.
     exemplar_set: which hand-written set.
+    demonstrations: pilot demonstrations to add (see `seed_examples`).
+    max_searches: the search budget the prompts show.
+    tools: the agent's tools.
+    transform: applied to every `(inputs, targets)` (e.g. name masking).
 
   Returns:
     `{"examples": n, "per_step_type": {...}}`.
   """
   out = pathlib.Path(out_dir)
-  records = seed_examples(exemplar_set)
+  records = seed_examples(exemplar_set, demonstrations, max_searches, tools, transform)
   common.write_examples(out / SEED_FILE, records)
   with open(out / 'seed.jsonl', 'w', encoding='utf-8') as f:
     for r in records:

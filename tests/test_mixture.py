@@ -39,6 +39,19 @@ def test_unranked_falls_back_to_chosen_and_dedups():
   assert all(e.rank_source == 'chosen' for e in examples)
 
 
+def test_only_acceptable_targets_skip_rejected_candidates_and_steps():
+  rankings = {('q1', 0, 0): [1, 0, 2], ('q1', 0, 1): [0, 1, 2]}
+  acceptable = {('q1', 0, 0): [True, False, False], ('q1', 0, 1): [False, False, True]}
+  examples, stats = mixture.build_examples([_traj('q1')], rankings, acceptable=acceptable)
+  # Step 0: the top pick is rejected, the next accepted one is the target;
+  # step 1: the only accepted candidate does not parse, so the step is left out.
+  assert [e.targets for e in examples] == ['P0-a# [END]']
+  assert stats.unacceptable == 1 and stats.examples == 1
+  # Unranked steps have no flags and are left out as well.
+  examples, stats = mixture.build_examples([_traj('q2')], {}, acceptable={})
+  assert not examples and stats.unacceptable == 2
+
+
 def test_length_filter_counts():
   examples, stats = mixture.build_examples(
       [_traj('q1', prompts=('short', 'a much longer prompt'))], {}, max_input_length=10)

@@ -156,6 +156,19 @@ def test_rules_summarize_prefers_supported_and_cited_selection():
   assert r.scores[5] < r.scores[2] - 2
 
 
+def test_rules_accept_only_fully_grounded_candidates_without_penalties():
+  ctx = contexts()[3]
+  cands = as_cands([
+      select(SUM2, [3]),                                                                  # grounded
+      select('According to [link_id=3], Mira Castell was born in Paris in 1901.', [3]),  # partly
+      select('Mira Castell was born in Lowbridge.', [3]),                                  # no citation
+      select('', [3]),                                                                     # empty
+  ])
+  rules = RuleRanker()
+  assert [rules.acceptable(ctx, c) for c in cands] == [True, False, False, False]
+  assert rules.acceptable(ctx, cands[1], min_support=0.5)
+
+
 def test_rules_summarize_selecting_nothing_is_right_when_nothing_is_relevant():
   base = contexts()[1]
   off_topic = (ResultItem(7, 'Weather', 'Rain is expected tomorrow.'),

@@ -20,6 +20,15 @@ attempt) only, so a trajectory does not depend on what else shares the batch.
 Link ids are unique across the trajectory: the tool's hits are renumbered
 1, 2, 3, then 4, 5, 6, ...; `SelectLink` entries in PAST_ACTIONS carry the full
 selected items.
+
+With `tools=('search', 'calculator')` a decision may also choose
+`Calculate(expression=...)`. The agent evaluates it itself (`calculator`, from
+the `ast`, never executed; no request goes out), records it on the decision
+step as a `ToolCall(name='calculator')`, shows it in PAST_ACTIONS as
+`Calculate(expression=..., result=...)` and returns to the decision step. A
+bad expression is recorded with its `error: ...` result and the agent goes
+on. A calculation is a tool call: it uses one unit of REMAINING_SEARCHES
+like a search, which bounds calculation loops by the same budget.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import hashlib
 from typing import Any, Sequence, Union
 
 from restreact_jax import errors
+from restreact_jax.agent import calculator
 from restreact_jax.agent import parsing
 from restreact_jax.agent import prompts
 from restreact_jax.agent.trajectory import Candidate, Step, ToolCall, Trajectory
@@ -45,11 +55,13 @@ class AgentConfig:
     temperature: sampling temperature (paper: 0.5).
     top_p: nucleus mass (1.0 = off).
     max_tokens: new-token budget of one candidate.
-    max_searches: REMAINING_SEARCHES at the start (paper: at most 10).
+    max_searches: REMAINING_SEARCHES at the start (paper: at most 10); every
+      tool call (search or calculation) uses one.
     results_per_search: hits asked of the search tool (paper: top-3).
     max_attempts: sampling rounds per step before the trajectory fails.
     base_seed: the root of every sampling seed.
     policy: a label of the policy, stored in the trajectory.
+    tools: 'search', plus 'calculator' to allow `Calculate` decisions.
   """
   num_samples: int = 4
   temperature: float = 0.5
@@ -60,6 +72,7 @@ class AgentConfig:
   max_attempts: int = 3
   base_seed: int = 0
   policy: str = ''
+  tools: tuple[str, ...] = prompts.DEFAULT_TOOLS
 
   def validate(self) -> None:
     for name in ('num_samples', 'max_attempts', 'results_per_search'):
@@ -67,6 +80,7 @@ class AgentConfig:
         raise errors.UserError(f'AgentConfig.{name} must be >= 1, got {getattr(self, name)}')
     if self.max_searches < 0:
       raise errors.UserError(f'AgentConfig.max_searches must be >= 0, got {self.max_searches}')
+    prompts.normalize_tools(self.tools)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +186,8 @@ class Agent:
   def _start_step(self, step_type: str, results: Sequence[ResultItem] = ()) -> LLMCall:
     if step_type == 'answer' and not (self._past and self._past[-1]['type'] == 'Terminate'):
       self._past.append({'type': 'Terminate', 'thoughts': prompts.FORCED_TERMINATE_THOUGHTS})
-    prompt, prefix_len = self.prompter.render(step_type, self._state(step_type, results))
+    prompt, prefix_len = self.prompter.render(step_type, self._state(step_type, results),
+                                              tools=self.config.tools)
     self._step = Step(step_type=step_type, prompt=prompt, prefix_len=prefix_len)
     self._results = tuple(results)
     return self._llm_call()
@@ -194,7 +209,8 @@ class Agent:
     step.attempts += 1
     step.timings['llm_s'] = step.timings.get('llm_s', 0.0) + float(elapsed_s)
     valid = [r.link_id for r in self._results] if step.step_type == 'summarize' else None
-    step.candidates = [self._candidate(step.step_type, s, valid) for s in samples or ()]
+    step.candidates = [self._candidate(step.step_type, s, valid, self.config.tools)
+                       for s in samples or ()]
     step.chosen = choose_min_perplexity(step.candidates)
     if step.chosen is None:
       step.parse_events.append({
@@ -210,8 +226,9 @@ class Agent:
     return self._apply(step, step.action)
 
   @staticmethod
-  def _candidate(step_type: str, sample: Sample, valid: Sequence[int] | None) -> Candidate:
-    result = parsing.parse_step(step_type, sample.text, valid_link_ids=valid)
+  def _candidate(step_type: str, sample: Sample, valid: Sequence[int] | None,
+                 tools: Sequence[str]) -> Candidate:
+    result = parsing.parse_step(step_type, sample.text, valid_link_ids=valid, tools=tools)
     return Candidate(
         text=sample.text, logprobs=[float(x) for x in sample.logprobs],
         perplexity=sample.perplexity, finish_reason=sample.finish_reason,
@@ -224,6 +241,8 @@ class Agent:
         self._past.append(dict(action))
         self._waiting_search = True
         return SearchCall(query=action['query'], k=self.config.results_per_search)
+      if action['type'] == 'Calculate':
+        return self._calculate(step, action['expression'])
       self._past.append({'type': 'Terminate', 'thoughts': action['thoughts']})
       return self._start_step('answer')
     if kind == 'summarize':
@@ -263,6 +282,13 @@ class Agent:
     self.trajectory.num_searches += 1
     return self._start_step('summarize', results)
 
+  def _calculate(self, step: Step, expression: str) -> Request:
+    result = calculator.calculate(expression)
+    step.tool = ToolCall(query=expression, results=[], name='calculator', result=result)
+    self._past.append({'type': 'Calculate', 'expression': expression, 'result': result})
+    self._remaining -= 1
+    return self._start_step('decision' if self._remaining > 0 else 'answer')
+
   def _fail(self, reason: str) -> Finished:
     self.trajectory.status = 'failed'
     self.trajectory.failure = reason
@@ -276,11 +302,15 @@ class Agent:
 # Exemplar replay (prompts.exemplar_steps calls this).
 
 
-def replay_exemplar(exemplar: prompts.ExemplarTrajectory) -> dict[str, list[tuple[str, str]]]:
+def replay_exemplar(exemplar: prompts.ExemplarTrajectory,
+                    max_searches: int = 10) -> dict[str, list[tuple[str, str]]]:
   """Runs a hand-written trajectory through the agent to render its steps.
 
   Args:
     exemplar: the trajectory to replay.
+    max_searches: the search budget the prompts show (REMAINING_SEARCHES
+      starts here; raised to one more than the trajectory's searches so
+      that its Terminate decision is shown).
 
   Returns:
     step type -> `(state, target)` pairs in trajectory order.
@@ -293,6 +323,12 @@ def replay_exemplar(exemplar: prompts.ExemplarTrajectory) -> dict[str, list[tupl
   hits: list[list[ResultItem]] = []
   link_id = 1
   for i, search in enumerate(exemplar.searches):
+    if 'calculate' in search:
+      # Evaluated by the agent itself: no hits, no summary step.
+      targets.append(prompts.render_target('decision', {
+          'type': 'Calculate', 'expression': search['calculate'],
+          'thoughts': search['thoughts']}))
+      continue
     targets.append(prompts.render_target(
         'decision', {'type': 'Search', 'query': search['query'], 'thoughts': search['thoughts']}))
     items = []
@@ -321,7 +357,8 @@ def replay_exemplar(exemplar: prompts.ExemplarTrajectory) -> dict[str, list[tupl
 
   agent = Agent(exemplar.question, prompter=prompts.Prompter(None, 0),
                 config=AgentConfig(num_samples=1, max_attempts=1,
-                                   max_searches=max(10, len(exemplar.searches))),
+                                   max_searches=max(max_searches, len(exemplar.searches) + 1),
+                                   tools=exemplar.tools),
                 question_id=exemplar.name)
   request = agent.next(None)
   t = h = 0

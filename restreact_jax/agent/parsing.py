@@ -6,7 +6,12 @@ A step's output is `# comment` lines followed by one statement
 accepted: a missing or different annotation, extra whitespace, either quote
 style, positional arguments in field order, a trailing `# [END]`, and for the
 decision step the bare `Search(query=..., thoughts=...)` / `Terminate(...)`
-form that PAST_ACTIONS uses. Anything else is classified:
+form that PAST_ACTIONS uses. With the calculator among the caller's `tools`
+the decision step also accepts `Calculate(expression=..., thoughts=...)`
+(wrapped or bare); without it a `Calculate` is a `wrong_class` like any other
+constructor. The parser checks only that the expression is a non-empty
+string; evaluating it is the calculator's job (a bad expression is a tool
+error the agent records, not a parse failure). Anything else is classified:
 
   empty              nothing but whitespace / comments
   syntax             not Python, or more than the one statement
@@ -37,6 +42,7 @@ MAX_TEXT_CHARS = 50_000
 _FIELDS = {
     'ActionWrapper': ('thoughts', 'action'),
     'Search': ('query', 'thoughts'),
+    'Calculate': ('expression', 'thoughts'),
     'Terminate': ('thoughts',),
     'LinkSelection': ('grounded_summarization', 'thoughts', 'selected_link_ids'),
     'Answer': ('thoughts', 'answer'),
@@ -134,11 +140,12 @@ def _thoughts(fields: dict[str, ast.AST]) -> str:
   return value
 
 
-def _decision(node: ast.AST) -> dict[str, Any]:
-  name, fields = _call_fields(node, _ALLOWED['decision'])
+def _decision(node: ast.AST, calculator: bool) -> dict[str, Any]:
+  actions = ('Search', 'Calculate', 'Terminate') if calculator else ('Search', 'Terminate')
+  name, fields = _call_fields(node, ('ActionWrapper', *actions))
   if name == 'ActionWrapper':
     thoughts_node = fields.get('thoughts')
-    inner_name, inner = _call_fields(fields.get('action'), ('Search', 'Terminate')) if (
+    inner_name, inner = _call_fields(fields.get('action'), actions) if (
         'action' in fields) else (None, None)
     if inner_name is None:
       raise _Bad('bad_field')
@@ -152,6 +159,9 @@ def _decision(node: ast.AST) -> dict[str, Any]:
   if name == 'Search':
     query = _text(fields, 'query')
     return {'type': 'Search', 'query': query, 'thoughts': _thoughts(fields)}
+  if name == 'Calculate':
+    expression = _text(fields, 'expression')
+    return {'type': 'Calculate', 'expression': expression, 'thoughts': _thoughts(fields)}
   return {'type': 'Terminate', 'thoughts': _thoughts(fields)}
 
 
@@ -206,13 +216,15 @@ def _is_action_target(stmt: ast.stmt) -> bool:
 
 
 def parse_step(step_type: str, text: str, *,
-               valid_link_ids: Collection[int] | None = None) -> ParseResult:
+               valid_link_ids: Collection[int] | None = None,
+               tools: Collection[str] = ('search',)) -> ParseResult:
   """Parses one candidate output of a step.
 
   Args:
     step_type: 'decision', 'summarize', 'answer', 'relevance' or 'grounding'.
     text: the model's completion (stop marker cut or not).
     valid_link_ids: for 'summarize', the ids of CURRENT_SEARCH_RESULTS.
+    tools: the agent's tools; with 'calculator' a decision may `Calculate`.
 
   Returns:
     A `ParseResult`; never raises.
@@ -220,13 +232,14 @@ def parse_step(step_type: str, text: str, *,
   if step_type not in _ALLOWED:
     raise ValueError(f'unknown step type {step_type!r}')
   try:
-    return _parse(step_type, text, valid_link_ids)
+    return _parse(step_type, text, valid_link_ids, 'calculator' in tools)
   except Exception:  # pylint: disable=broad-except
     # Defensive: the parser promises never to raise on model output.
     return _fail('syntax')
 
 
-def _parse(step_type: str, text: Any, valid_link_ids: Collection[int] | None) -> ParseResult:
+def _parse(step_type: str, text: Any, valid_link_ids: Collection[int] | None,
+           calculator: bool) -> ParseResult:
   if not isinstance(text, str) or not text.strip():
     return _fail('empty')
   if len(text) > MAX_TEXT_CHARS:
@@ -251,7 +264,7 @@ def _parse(step_type: str, text: Any, valid_link_ids: Collection[int] | None) ->
   comments = _comments(head)
   try:
     if step_type == 'decision':
-      action = _decision(stmt.value)
+      action = _decision(stmt.value, calculator)
     elif step_type == 'summarize':
       action = _summarize(stmt.value, valid_link_ids)
     elif step_type == 'answer':

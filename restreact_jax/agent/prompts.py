@@ -30,6 +30,13 @@ prompt shows it as the last entry of PAST_ACTIONS,
 When the search budget is used up the agent skips the decision step; the
 answer prompt then shows `Terminate(thoughts='No searches remain.')` as the
 last past action (`FORCED_TERMINATE_THOUGHTS`).
+
+Tools: with `tools=('search', 'calculator')` the decision step may also write
+`ActionWrapper(thoughts=..., action=Calculate(expression='1974 - 1931'))`. The
+decision docstring then says so (`TOOL_DOCSTRINGS`), full preambles define
+`Calculate`, and a calculation shows in PAST_ACTIONS with its result,
+`Calculate(expression='1974 - 1931', result='43')`. With the default tools
+every prompt is exactly what it was before tools existed.
 """
 
 from __future__ import annotations
@@ -49,8 +56,14 @@ STEP_TYPES = ('decision', 'summarize', 'answer', 'relevance', 'grounding')
 # The paper's shot counts (Appendix A.1), used when `num_exemplars` is None.
 PAPER_SHOTS = {'decision': 9, 'summarize': 6, 'answer': 5, 'relevance': 6, 'grounding': 5}
 
-EXEMPLAR_SETS = ('world', 'open_domain')
+EXEMPLAR_SETS = ('world', 'open_domain', 'world_tools')
 EXEMPLAR_DIR = pathlib.Path(__file__).resolve().parent / 'exemplars'
+# A set built on others: its files are theirs plus those of its own directory.
+_SET_PARTS = {'world_tools': ('world', 'world_tools')}
+
+# The agent's tools; search is always on, the calculator is opt-in.
+TOOLS = ('search', 'calculator')
+DEFAULT_TOOLS = ('search',)
 
 FORCED_TERMINATE_THOUGHTS = 'No searches remain.'
 INDENT = '  '
@@ -66,6 +79,13 @@ DOCSTRINGS = {
                   'ORIGINAL_QUESTION? Revise it if it does not.'),
     'grounding': ('Self-check 2: is every claim of the ANSWER supported by the '
                   'SelectLinks in PAST_ACTIONS? Revise it if it is not.'),
+}
+
+# The decision docstring when the calculator is on (the other steps keep theirs).
+TOOL_DOCSTRINGS = {
+    'decision': ('Implement an agent that answers complex questions by '
+                 'searching, possibly several times, and by calculating with the '
+                 'numbers it finds.'),
 }
 
 _ACTION_DEFS = '''import dataclasses
@@ -112,6 +132,15 @@ class Answer(Action):
   answer: str  # Cites the links it uses: [link_id=N].
 '''
 
+_CALCULATE_DEF = '''
+
+@dataclasses.dataclass
+class Calculate(Action):
+  expression: str  # Numbers with + - * / // % and parentheses only.
+  thoughts: str = ''  # Why this calculation.
+  result: str = ''  # Filled in by the calculator.
+'''
+
 _STEP_DEFS = {
     'decision': '''
 
@@ -150,8 +179,47 @@ class Revise_Answer(Command):
 ''',
 }
 _STEP_DEFS['grounding'] = _STEP_DEFS['relevance']
+_TOOL_DECISION_DEF = _STEP_DEFS['decision'].replace(
+    'Search(query=...) or Terminate().',
+    'Search(query=...), Calculate(expression=...) or Terminate().')
 
 _BANNER = '#########################'
+
+
+# ---------------------------------------------------------------------------
+# Tools.
+
+
+def normalize_tools(tools: Sequence[str] | str | None) -> tuple[str, ...]:
+  """The tools in canonical order (that of `TOOLS`), checked.
+
+  Args:
+    tools: tool names (any order, repeats allowed), a comma-separated string,
+      or None for `DEFAULT_TOOLS`.
+
+  Returns:
+    A tuple in `TOOLS` order.
+
+  Raises:
+    UserError: an unknown tool, or no 'search' (the agent is a search agent).
+  """
+  if tools is None:
+    return DEFAULT_TOOLS
+  if isinstance(tools, str):
+    tools = [t.strip() for t in tools.split(',') if t.strip()]
+  names = [str(t) for t in tools]
+  unknown = [t for t in names if t not in TOOLS]
+  if unknown:
+    raise errors.UserError(
+        f'unknown tool {unknown[0]!r} in tools {tuple(names)}; choose from {", ".join(TOOLS)}')
+  if 'search' not in names:
+    raise errors.UserError(f"tools {tuple(names)} must include 'search'")
+  return tuple(t for t in TOOLS if t in names)
+
+
+def has_calculator(tools: Sequence[str] | None) -> bool:
+  """Whether `tools` turn the calculator on."""
+  return tools is not None and 'calculator' in tools
 
 
 # ---------------------------------------------------------------------------
@@ -213,9 +281,9 @@ def render_action(action: Mapping[str, Any], depth: int = 1) -> str:
   """Renders one PAST_ACTIONS entry.
 
   Args:
-    action: a dict with `type` in {Search, SelectLink, Terminate, Answer,
-      Revise_Answer} and that type's fields (`selected_links` holds
-      `ResultItem`s).
+    action: a dict with `type` in {Search, Calculate, SelectLink, Terminate,
+      Answer, Revise_Answer} and that type's fields (`selected_links` holds
+      `ResultItem`s; a Calculate carries the calculator's `result`).
     depth: indentation level of the entry.
 
   Returns:
@@ -224,6 +292,9 @@ def render_action(action: Mapping[str, Any], depth: int = 1) -> str:
   kind = action['type']
   if kind == 'Search':
     return f'Search(query={py_str(action["query"])}, thoughts={py_str(action["thoughts"])})'
+  if kind == 'Calculate':
+    return (f'Calculate(expression={py_str(action["expression"])}, '
+            f'result={py_str(action["result"])})')
   if kind == 'SelectLink':
     return (f'SelectLink(selected_links={_render_items(action["selected_links"], depth)}, '
             f'grounded_summarization={py_str(action["grounded_summarization"])}, '
@@ -303,7 +374,12 @@ def render_target(step_type: str, action: Mapping[str, Any],
   head = ''.join(py_comment(c) + '\n' for c in comments)
   kind = action['type']
   if step_type == 'decision':
-    inner = (f'Search(query={py_str(action["query"])})' if kind == 'Search' else 'Terminate()')
+    if kind == 'Search':
+      inner = f'Search(query={py_str(action["query"])})'
+    elif kind == 'Calculate':
+      inner = f'Calculate(expression={py_str(action["expression"])})'
+    else:
+      inner = 'Terminate()'
     return head + (f'ACTION_SELECTED = ActionWrapper(thoughts={py_str(action["thoughts"])}, '
                    f'action={inner})')
   if step_type == 'summarize':
@@ -330,22 +406,36 @@ def banner(n: int) -> str:
   return f'{_BANNER}\n# Example {n}:\n{_BANNER}\n'
 
 
-def compact_preamble(step_type: str) -> str:
+def docstring(step_type: str, tools: Sequence[str] = DEFAULT_TOOLS) -> str:
+  """The step's one-line docstring; the decision's names the calculator when on."""
+  if has_calculator(tools) and step_type in TOOL_DOCSTRINGS:
+    return TOOL_DOCSTRINGS[step_type]
+  return DOCSTRINGS[step_type]
+
+
+def compact_preamble(step_type: str, tools: Sequence[str] = DEFAULT_TOOLS) -> str:
   """The no-exemplar preamble: the step's docstring only (short contexts)."""
-  return f'"""{DOCSTRINGS[step_type]}"""\n\n'
+  return f'"""{docstring(step_type, tools)}"""\n\n'
 
 
-def full_preamble(step_type: str, exemplars: Sequence[tuple[str, str]]) -> str:
+def full_preamble(step_type: str, exemplars: Sequence[tuple[str, str]],
+                  tools: Sequence[str] = DEFAULT_TOOLS) -> str:
   """Docstring, definitions, the exemplars and the open example's banner.
 
   Args:
     step_type: one of `STEP_TYPES`.
     exemplars: `(state, target)` pairs, rendered as `# Example N:` blocks.
+    tools: with the calculator, `Calculate` is defined (every step: any
+      step's PAST_ACTIONS may hold one) and the decision docstring and
+      `ActionWrapper` name it.
 
   Returns:
     The preamble text; the state follows it directly.
   """
-  parts = [f'"""{DOCSTRINGS[step_type]}"""\n\n', _ACTION_DEFS, _STEP_DEFS[step_type], '\n\n']
+  calc = has_calculator(tools)
+  defs = _ACTION_DEFS + (_CALCULATE_DEF if calc else '')
+  step_defs = _TOOL_DECISION_DEF if calc and step_type == 'decision' else _STEP_DEFS[step_type]
+  parts = [f'"""{docstring(step_type, tools)}"""\n\n', defs, step_defs, '\n\n']
   for i, (state, target) in enumerate(exemplars, start=1):
     parts.append(banner(i))
     parts.append(state)
@@ -355,8 +445,8 @@ def full_preamble(step_type: str, exemplars: Sequence[tuple[str, str]]) -> str:
 
 
 def detect_step_type(prompt: str) -> str | None:
-  """Which step a prompt belongs to (from its docstring), or None."""
-  for step_type, doc in DOCSTRINGS.items():
+  """Which step a prompt belongs to (from its docstring, any tools), or None."""
+  for step_type, doc in [*DOCSTRINGS.items(), *TOOL_DOCSTRINGS.items()]:
     if prompt.startswith(f'"""{doc}"""'):
       return step_type
   return None
@@ -374,6 +464,16 @@ class ExemplarTrajectory:
   grounding: Mapping[str, Any]
   entities: tuple[str, ...] = ()
   template_id: str = ''
+
+  @property
+  def uses_calculator(self) -> bool:
+    """Whether a `searches` entry is a calculation (`{"thoughts", "calculate"}`)."""
+    return any('calculate' in s for s in self.searches)
+
+  @property
+  def tools(self) -> tuple[str, ...]:
+    """The tools the trajectory needs."""
+    return TOOLS if self.uses_calculator else DEFAULT_TOOLS
 
 
 _REQUIRED_KEYS = ('question', 'searches', 'terminate_thoughts', 'answer', 'relevance', 'grounding')
@@ -394,7 +494,10 @@ def load_exemplar_file(path: str | pathlib.Path) -> ExemplarTrajectory:
   if missing:
     raise errors.UserError(f'exemplar file {path}: missing {", ".join(missing)}')
   for i, s in enumerate(raw['searches']):
-    for key in ('thoughts', 'query', 'results', 'summary'):
+    # A tool call is a search (query, results, summary) or a calculation.
+    keys = ('thoughts', 'calculate') if 'calculate' in s else (
+        'thoughts', 'query', 'results', 'summary')
+    for key in keys:
       if key not in s:
         raise errors.UserError(f'exemplar file {path}: searches[{i}] lacks {key!r}')
   return ExemplarTrajectory(
@@ -406,15 +509,33 @@ def load_exemplar_file(path: str | pathlib.Path) -> ExemplarTrajectory:
 
 @functools.lru_cache(maxsize=None)
 def load_exemplar_set(name: str) -> tuple[ExemplarTrajectory, ...]:
-  """All trajectories of one exemplar set, in file-name order."""
-  directory = EXEMPLAR_DIR / name
-  if name not in EXEMPLAR_SETS or not directory.is_dir():
+  """All trajectories of one exemplar set, in file-name order.
+
+  A set listed in `_SET_PARTS` holds the files of its parts, part by part
+  ('world_tools' = the 'world' files, then its own).
+  """
+  if name not in EXEMPLAR_SETS:
     raise errors.UserError(
         f'unknown exemplar set {name!r}; choose one of {", ".join(EXEMPLAR_SETS)}')
-  return tuple(load_exemplar_file(p) for p in sorted(directory.glob('*.json')))
+  out = []
+  for part in _SET_PARTS.get(name, (name,)):
+    directory = EXEMPLAR_DIR / part
+    if not directory.is_dir():
+      raise errors.UserError(f'exemplar set {name!r}: directory {part!r} is missing')
+    out.extend(load_exemplar_file(p) for p in sorted(directory.glob('*.json')))
+  return tuple(out)
 
 
-def exemplar_steps(trajectory: ExemplarTrajectory) -> dict[str, list[tuple[str, str]]]:
+def exemplar_set_tools(name: str | None) -> tuple[str, ...]:
+  """The tools an exemplar set's trajectories use (a policy seeded on it needs them)."""
+  if not name:
+    return DEFAULT_TOOLS
+  needed = {t for traj in load_exemplar_set(name) for t in traj.tools}
+  return normalize_tools(sorted(needed))
+
+
+def exemplar_steps(trajectory: ExemplarTrajectory,
+                   max_searches: int = 10) -> dict[str, list[tuple[str, str]]]:
   """Replays an exemplar through the agent, giving `(state, target)` per step.
 
   The replay uses the agent's own state machine and renderer, so exemplars
@@ -422,6 +543,7 @@ def exemplar_steps(trajectory: ExemplarTrajectory) -> dict[str, list[tuple[str, 
 
   Args:
     trajectory: the exemplar.
+    max_searches: the search budget its prompts show.
 
   Returns:
     step type -> the `(state, target)` pairs of that type, in order.
@@ -430,7 +552,7 @@ def exemplar_steps(trajectory: ExemplarTrajectory) -> dict[str, list[tuple[str, 
     UserError: the exemplar's outputs do not parse (names the file).
   """
   from restreact_jax.agent import agent as agent_lib  # pylint: disable=g-import-not-at-top
-  return agent_lib.replay_exemplar(trajectory)
+  return agent_lib.replay_exemplar(trajectory, max_searches)
 
 
 def select_exemplars(step_type: str, trajectories: Sequence[ExemplarTrajectory],
@@ -439,14 +561,21 @@ def select_exemplars(step_type: str, trajectories: Sequence[ExemplarTrajectory],
 
   Trajectory i contributes its decision step `i mod (#decisions)` and its
   summarize step `i mod (#searches)`, so a set mixes `Search` and `Terminate`
-  decisions and early and late summaries.
+  decisions and early and late summaries. A trajectory that calculates
+  contributes its first calculation as its decision: showing the tool is what
+  it is there for.
   """
   out = []
   for i, traj in enumerate(trajectories):
     if len(out) >= k:
       break
     steps = exemplar_steps(traj)[step_type]
-    if steps:
+    if not steps:
+      continue
+    if step_type == 'decision' and traj.uses_calculator:
+      # Decisions follow `searches` one to one, then the Terminate.
+      out.append(steps[next(j for j, s in enumerate(traj.searches) if 'calculate' in s)])
+    else:
       out.append(steps[i % len(steps)])
   return out
 
@@ -454,8 +583,14 @@ def select_exemplars(step_type: str, trajectories: Sequence[ExemplarTrajectory],
 class Prompter:
   """Renders full prompts for the five step types with fixed preambles.
 
+  Preambles depend on the agent's tools; `preambles` holds those of the
+  default tools and `preambles_for(tools)` any others (built once, on first
+  use). Exemplars that calculate are left out of prompts without the
+  calculator, so 'world_tools' without it shows exactly the 'world' prompts.
+
   Args:
-    exemplar_set: 'world', 'open_domain', or None for no exemplars.
+    exemplar_set: 'world', 'open_domain', 'world_tools', or None for no
+      exemplars.
     num_exemplars: shots per step type; None = the paper's counts (capped by
       what the set holds); 0 = the compact preamble.
   """
@@ -463,17 +598,36 @@ class Prompter:
   def __init__(self, exemplar_set: str | None = None, num_exemplars: int | None = 0):
     self.exemplar_set = exemplar_set
     self.num_exemplars = num_exemplars
-    self.preambles: dict[str, str] = {}
-    trajectories = load_exemplar_set(exemplar_set) if exemplar_set else ()
-    for step_type in STEP_TYPES:
-      k = PAPER_SHOTS[step_type] if num_exemplars is None else num_exemplars
-      if not trajectories or k <= 0:
-        self.preambles[step_type] = compact_preamble(step_type)
-      else:
-        self.preambles[step_type] = full_preamble(
-            step_type, select_exemplars(step_type, trajectories, k))
+    self._trajectories = load_exemplar_set(exemplar_set) if exemplar_set else ()
+    self._by_tools: dict[tuple[str, ...], dict[str, str]] = {}
+    self.preambles: dict[str, str] = self.preambles_for(DEFAULT_TOOLS)
 
-  def render(self, step_type: str, state: PromptState) -> tuple[str, int]:
-    """Returns `(prompt, prefix_len)`; `prompt[:prefix_len]` is the preamble."""
-    preamble = self.preambles[step_type]
+  def preambles_for(self, tools: Sequence[str]) -> dict[str, str]:
+    """step type -> preamble for an agent with `tools`."""
+    key = normalize_tools(tools)
+    if key not in self._by_tools:
+      calc = has_calculator(key)
+      trajectories = [t for t in self._trajectories if calc or not t.uses_calculator]
+      preambles = {}
+      for step_type in STEP_TYPES:
+        k = PAPER_SHOTS[step_type] if self.num_exemplars is None else self.num_exemplars
+        if not trajectories or k <= 0:
+          preambles[step_type] = compact_preamble(step_type, key)
+        else:
+          preambles[step_type] = full_preamble(
+              step_type, select_exemplars(step_type, trajectories, k), key)
+      self._by_tools[key] = preambles
+    return self._by_tools[key]
+
+  def render(self, step_type: str, state: PromptState,
+             tools: Sequence[str] = DEFAULT_TOOLS) -> tuple[str, int]:
+    """Returns `(prompt, prefix_len)`; `prompt[:prefix_len]` is the preamble.
+
+    Args:
+      step_type: one of `STEP_TYPES`.
+      state: what the prompt shows.
+      tools: the agent's tools (they change the decision docstring and the
+        definitions).
+    """
+    preamble = self.preambles_for(tools)[step_type]
     return preamble + render_state(step_type, state), len(preamble)

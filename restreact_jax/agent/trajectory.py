@@ -10,7 +10,9 @@ Schema (version `SCHEMA_VERSION`)::
               "chosen": int | null, "attempts": int,
               "parse_events": [{"attempt", "seed", "errors"}],
               "tool": {"query", "results": [{"link_id", "link_text",
-                                             "snippet", "doc_id"}]} | null,
+                                             "snippet", "doc_id"}]}
+                      | {"name": "calculator", "query", "results": [],
+                         "result"} | null,
               "timings": {...}}],
    "answer_generation": str | null, "final_answer": str | null,
    "status": "ok" | "failed", "failure": str | null, "num_searches": int}
@@ -20,7 +22,11 @@ N samples of the attempt that decided the step (the ranker ranks these);
 `chosen` indexes the min-perplexity parseable one (null when none parsed).
 `parse_events` records every attempt whose candidates all failed to parse,
 with each candidate's error. `tool` is the search that followed a decision
-step choosing `Search`. A perplexity of infinity (no tokens) is stored as null.
+step choosing `Search`, or the calculation of one choosing `Calculate`: then
+`name` is "calculator", `query` the expression, `results` empty and `result`
+the calculator's text (a number or `error: ...`). A search's `tool` has no
+`name` key, as before tools existed, so old readers read both kinds. A
+perplexity of infinity (no tokens) is stored as null.
 `timings` holds `llm_s` (wall time of the pooled `generate` calls that served
 the step, summed over attempts; shared with the rest of the batch) and, on a
 decision step that searched, `search_s`. `seed` is the rollout's base seed;
@@ -69,16 +75,33 @@ class Candidate:
 
 @dataclasses.dataclass
 class ToolCall:
-  """A search the agent made and what came back (ids already trajectory-unique)."""
+  """A tool call the agent made and what came back.
+
+  Attributes:
+    query: the search query, or the calculator's expression.
+    results: the search hits (ids already trajectory-unique); empty for a
+      calculation.
+    name: 'search' or 'calculator'.
+    result: the calculator's text (None for a search).
+  """
   query: str
   results: list[ResultItem]
+  name: str = 'search'
+  result: str | None = None
 
   def to_json(self) -> dict[str, Any]:
-    return {'query': self.query, 'results': [dataclasses.asdict(r) for r in self.results]}
+    out: dict[str, Any] = {'query': self.query,
+                           'results': [dataclasses.asdict(r) for r in self.results]}
+    if self.name != 'search':
+      # Searches keep their original two keys (byte-identical shards).
+      out['name'] = self.name
+      out['result'] = self.result
+    return out
 
   @classmethod
   def from_json(cls, d: dict[str, Any]) -> ToolCall:
-    return cls(query=d['query'], results=[ResultItem(**r) for r in d['results']])
+    return cls(query=d['query'], results=[ResultItem(**r) for r in d['results']],
+               name=d.get('name', 'search'), result=d.get('result'))
 
 
 @dataclasses.dataclass
@@ -138,6 +161,11 @@ class Trajectory:
   status: str = 'ok'
   failure: str | None = None
   num_searches: int = 0
+
+  @property
+  def num_calculations(self) -> int:
+    """Calculator calls (each also used one unit of the search budget)."""
+    return sum(s.tool is not None and s.tool.name == 'calculator' for s in self.steps)
 
   @property
   def key(self) -> tuple[str, int]:

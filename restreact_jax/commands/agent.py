@@ -5,8 +5,10 @@
 
 For each step it prints the step type, every candidate (perplexity, parse
 outcome, the chosen one marked `*`), the search and its hits, and at the end
-the drafted and the final answer. `--show_prompts=true` also prints each
-step's state (the prompt without its preamble). Takes the same settings as
+the drafted and the final answer; with the calculator on
+(`--tools=search,calculator`) each calculation and its result.
+`--show_prompts=true` also prints each step's state (the prompt without its
+preamble). Takes the same settings as
 `restreact rollout` (gin/runs/rollout.gin binds both).
 """
 
@@ -45,7 +47,9 @@ def format_step(index: int, step: Step, show_prompt: bool = False) -> str:
     lines.append(f'  {mark} #{i} ppl={c.perplexity:8.3f} {status:<18} {_short(c.text)}')
   if step.chosen is not None:
     lines.append(f'   -> {json.dumps(step.action, ensure_ascii=False)}')
-  if step.tool is not None:
+  if step.tool is not None and step.tool.name == 'calculator':
+    lines.append(f'   calculate {step.tool.query!r} = {step.tool.result}')
+  elif step.tool is not None:
     lines.append(f'   search {step.tool.query!r}:')
     if not step.tool.results:
       lines.append('     (no results)')
@@ -57,7 +61,9 @@ def format_step(index: int, step: Step, show_prompt: bool = False) -> str:
 def format_ending(traj: Trajectory) -> str:
   if traj.status != 'ok':
     return f'== failed: {traj.failure}'
-  return (f'== searches: {traj.num_searches}\n== answer (drafted): {traj.answer_generation}\n'
+  calcs = f', calculations: {traj.num_calculations}' if traj.num_calculations else ''
+  return (f'== searches: {traj.num_searches}{calcs}\n'
+          f'== answer (drafted): {traj.answer_generation}\n'
           f'== final answer: {traj.final_answer}')
 
 
@@ -105,6 +111,7 @@ def agent(exp_dir: str = gin.REQUIRED,
           results_per_search: int | str = 3,
           max_attempts: int | str = 3,
           seed: int | str = 0,
+          tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
           search_backend: str = 'bm25',
           search_http_config: Any = None,
           use_search_cache: bool = False,
@@ -125,7 +132,7 @@ def agent(exp_dir: str = gin.REQUIRED,
       num_samples=num_samples, temperature=temperature, max_tokens=max_tokens,
       max_searches=max_searches, results_per_search=results_per_search,
       max_attempts=max_attempts, seed=seed,
-      policy=policy_checkpoint or hf_dir or openai_model or llm_backend)
+      policy=policy_checkpoint or hf_dir or openai_model or llm_backend, tools=tools)
   prompter = prompts.Prompter(exemplar_set or None,
                               None if num_exemplars in (None, '', 'None') else int(num_exemplars))
   tool = search_cmd.make_search_tool(exp_dir, search_backend, search_http_config,

@@ -58,6 +58,12 @@ def rest(exp_dir: str = gin.REQUIRED,
          consistency_weight: float = 1.0,
          mixture_rates: Mapping[str, float] | None = None,
          seed_fraction: float = 0.0,
+         pilot_questions: int = 0,
+         entity_tokens: bool = False,
+         name_masking: bool = False,
+         only_acceptable: bool = False,
+         snippet_chars: int = 200,
+         vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
          dev_eval_students: bool | str = True,
          test_all_generations: bool | str = False,
@@ -106,6 +112,13 @@ def rest(exp_dir: str = gin.REQUIRED,
     mixture_rates: per-step-type rates (None: proportional to examples).
     seed_fraction: share of seed exemplars in every generation's data (0:
       the paper's setting).
+    pilot_questions: labelled pilot questions (the last N of train): gen 0
+      also learns from their scripted demonstrations; rollouts skip them.
+    entity_tokens: every entity name and year of the world is one piece.
+    vocab_model_type: SentencePiece 'unigram' or 'bpe'.
+    name_masking: models see entity names as per-text placeholders.
+    only_acceptable: train only on candidates the rater rules accept.
+    snippet_chars: the longest search snippet.
     eval_runs: runs per dev/test question.
     dev_eval_students: auto-eval the students on dev every generation.
     test_all_generations: evaluate every generation's policy on test.
@@ -150,7 +163,10 @@ def rest(exp_dir: str = gin.REQUIRED,
       ranker_by_generation={int(k): str(v) for k, v in (ranker_by_generation or {}).items()},
       rule_weight=float(rule_weight), consistency_weight=float(consistency_weight),
       mixture_rates=dict(mixture_rates) if mixture_rates else None,
-      seed_fraction=float(seed_fraction),
+      seed_fraction=float(seed_fraction), pilot_questions=int(pilot_questions),
+      entity_tokens=as_bool(entity_tokens), vocab_model_type=str(vocab_model_type),
+      name_masking=as_bool(name_masking), only_acceptable=as_bool(only_acceptable),
+      snippet_chars=int(snippet_chars),
       eval_runs=int(eval_runs), dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),
       eval_limit=_opt_int(eval_limit, 'eval_limit'), judge=judge,

@@ -6,6 +6,8 @@
 Reads `EXP_DIR/world/questions/<split>.jsonl`, searches with the experiment's
 search tool, and writes `EXP_DIR/gen_<generation>/trajectories/shard-*.jsonl`
 (this process's shard; a rerun resumes). Prints one JSON line of stats.
+`--gin.rollout.tools="('search', 'calculator')"` (or `--tools=search,calculator`)
+gives the agent the calculator too.
 
 Also holds the setup shared with `restreact agent`: `make_llm` (the JAX engine
 over a checkpoint or Hugging Face directory, or an OpenAI-compatible server)
@@ -98,13 +100,18 @@ def make_llm(exp_dir: str, *, backend: str, model: Any = None,
 
 
 def make_agent_config(*, num_samples, temperature, max_tokens, max_searches,
-                      results_per_search, max_attempts, seed, policy) -> AgentConfig:
+                      results_per_search, max_attempts, seed, policy,
+                      tools: Sequence[str] | str = prompts.DEFAULT_TOOLS) -> AgentConfig:
+  """The checked `AgentConfig` from command arguments (numbers may be strings).
+
+  `tools` is a sequence of tool names or a comma-separated string.
+  """
   config = AgentConfig(
       num_samples=_int(num_samples, 'num_samples'), temperature=float(temperature),
       max_tokens=_int(max_tokens, 'max_tokens'), max_searches=_int(max_searches, 'max_searches'),
       results_per_search=_int(results_per_search, 'results_per_search'),
       max_attempts=_int(max_attempts, 'max_attempts'), base_seed=_int(seed, 'seed'),
-      policy=str(policy))
+      policy=str(policy), tools=prompts.normalize_tools(tools))
   config.validate()
   return config
 
@@ -136,6 +143,7 @@ def rollout(exp_dir: str = gin.REQUIRED,
             results_per_search: int | str = 3,
             max_attempts: int | str = 3,
             seed: int | str = 0,
+            tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
             max_concurrent: int | str = 512,
             search_backend: str = 'bm25',
             search_http_config: Any = None,
@@ -173,6 +181,7 @@ def rollout(exp_dir: str = gin.REQUIRED,
     results_per_search: hits per search.
     max_attempts: sampling rounds per step before giving up.
     seed: base seed.
+    tools: 'search', plus 'calculator' for `Calculate` decisions.
     max_concurrent: live agents at most.
     search_backend: 'bm25' or 'http'.
     search_http_config: `HttpSearchConfig` for 'http'.
@@ -202,7 +211,7 @@ def rollout(exp_dir: str = gin.REQUIRED,
       num_samples=num_samples, temperature=temperature, max_tokens=max_tokens,
       max_searches=max_searches, results_per_search=results_per_search,
       max_attempts=max_attempts, seed=seed,
-      policy=policy_checkpoint or hf_dir or openai_model or llm_backend)
+      policy=policy_checkpoint or hf_dir or openai_model or llm_backend, tools=tools)
   prompter = prompts.Prompter(exemplar_set or None,
                               None if num_exemplars in (None, '', 'None') else
                               _int(num_exemplars, 'num_exemplars'))

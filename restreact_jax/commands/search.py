@@ -25,7 +25,8 @@ BACKENDS = ('bm25', 'http')
 
 def make_search_tool(exp_dir: str | pathlib.Path, backend: str = 'bm25',
                      http_config: http_lib.HttpSearchConfig | None = None,
-                     use_cache: bool = True, index_dir: str | None = None) -> SearchTool:
+                     use_cache: bool = True, index_dir: str | None = None,
+                     max_snippet_chars: int = 200) -> SearchTool:
   """Opens the search tool an experiment uses.
 
   Args:
@@ -34,13 +35,16 @@ def make_search_tool(exp_dir: str | pathlib.Path, backend: str = 'bm25',
     http_config: required for 'http'.
     use_cache: wrap the tool in the persistent cache `EXP_DIR/search/cache.sqlite`.
     index_dir: BM25 index (default `EXP_DIR/search/bm25`).
+    max_snippet_chars: the longest BM25 snippet (whole sentences around the
+      best-matching one).
 
   Returns:
     A `SearchTool`.
   """
   root = pathlib.Path(exp_dir)
   if backend == 'bm25':
-    tool: SearchTool = bm25.BM25Search(index_dir or root / 'search' / 'bm25')
+    tool: SearchTool = bm25.BM25Search(index_dir or root / 'search' / 'bm25',
+                                       max_snippet_chars=max_snippet_chars)
   elif backend == 'http':
     if http_config is None:
       raise errors.UserError('search backend "http" needs search.http_config '

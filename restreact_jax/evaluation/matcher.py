@@ -6,8 +6,9 @@ normalises both sides the same way (Unicode accents, case, citations,
 punctuation, articles, number words to digits, ordinal words to `1st`-style
 tokens, written dates in one order) and accepts the answer when any
 reference (canonical answer or alias) appears in it as a whole-token span, so
-'Paris' never matches 'Parisian'. Yes/no references are decided by the first
-yes/no word of the answer.
+'Paris' never matches 'Parisian'. An answer that ends with "the answer is ..."
+is judged on that final clause only. Yes/no references are decided by the
+first yes/no word of the answer.
 
 The matcher is also the judge's fallback when an LLM verdict cannot be parsed,
 and its normaliser is shared with the label-free rankers' token overlap.
@@ -208,6 +209,24 @@ def _yes_no(tokens: Sequence[str]) -> str | None:
   return None
 
 
+_FINAL = ('answer', 'is')
+
+
+def final_clause(tokens: Sequence[str]) -> list[str]:
+  """What follows the last "the answer is", when the answer says it.
+
+  Long-form answers restate their evidence ("X was born in 1901 and Y in
+  1897. The answer is Y."); an answer that names its conclusion is judged on
+  that conclusion alone, so restating both sides of a comparison does not
+  count as answering with both.
+  """
+  tokens = list(tokens)
+  for i in range(len(tokens) - 2, -1, -1):
+    if tokens[i:i + 2] == list(_FINAL) and i + 2 < len(tokens):
+      return tokens[i + 2:]
+  return tokens
+
+
 def matching_reference(answer: str, references: Sequence[str]) -> str | None:
   """The first reference that `answer` contains, or None.
 
@@ -218,7 +237,7 @@ def matching_reference(answer: str, references: Sequence[str]) -> str | None:
   Returns:
     The matching reference string as given, or None when none matches.
   """
-  answer_tokens = normalize_tokens(answer)
+  answer_tokens = final_clause(normalize_tokens(answer))
   for ref in references:
     ref_tokens = normalize_tokens(ref)
     if ref_tokens in (['yes'], ['no']):

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from restreact_jax.feedback import text_overlap as ov
 from restreact_jax.feedback.implied_answer import available_text, implied_answer
-from restreact_jax.feedback.rankers import Ranking, SequentialRanker, order_by_scores
+from restreact_jax.feedback.rankers import TOOL_ACTIONS, Ranking, SequentialRanker, order_by_scores
 from restreact_jax.feedback.step_context import Candidate, StepContext
 
 
@@ -80,7 +80,7 @@ class SelfConsistencyRanker(SequentialRanker):
           mine = _core(text, context.question)
           score = sum(_recall(mine, c) for c in cores) / len(cores)
           notes.append(f'#{k}: contains {score:.2f} of the group answers')
-        elif cand.ok and isinstance(cand.action, dict) and cand.action.get('type') == 'Search':
+        elif cand.ok and isinstance(cand.action, dict) and cand.action.get('type') in TOOL_ACTIONS:
           have = _core(' '.join(context.summaries), context.question)
           score = 1.0 - sum(_recall(have, c) for c in cores) / len(cores)
           notes.append(f'#{k}: search on, group answers still missing {score:.2f}')

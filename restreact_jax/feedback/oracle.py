@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 from restreact_jax import errors
 from restreact_jax.evaluation import matcher
 from restreact_jax.feedback.implied_answer import available_text, implied_answer
-from restreact_jax.feedback.rankers import Ranking, SequentialRanker, order_by_scores
+from restreact_jax.feedback.rankers import TOOL_ACTIONS, Ranking, SequentialRanker, order_by_scores
 from restreact_jax.feedback.step_context import Candidate, StepContext
 
 
@@ -42,7 +42,7 @@ class OracleRanker(SequentialRanker):
         text = available_text(context, cand)
       if text is not None:
         score = 1.0 if matcher.matches(text, gold) else 0.0
-      elif cand.ok and isinstance(cand.action, dict) and cand.action.get('type') == 'Search':
+      elif cand.ok and isinstance(cand.action, dict) and cand.action.get('type') in TOOL_ACTIONS:
         score = 0.0 if matcher.matches(' '.join(context.summaries), gold) else 1.0
       else:
         score = -1.0

@@ -29,6 +29,10 @@ import tqdm
 from restreact_jax import errors
 from restreact_jax.feedback.step_context import Candidate, StepContext, step_contexts
 
+# A tool call (a search, or a calculation with the calculator on) gathers
+# evidence instead of committing to an answer; both score like a search.
+TOOL_ACTIONS = ('Search', 'Calculate')
+
 
 @dataclasses.dataclass(frozen=True)
 class Ranking:

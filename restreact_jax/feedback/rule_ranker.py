@@ -11,6 +11,11 @@ links, the answer under check):
 * decision: a query must be grounded in the question or earlier summaries;
   repeated queries are penalised; Terminate is preferred once the summaries
   hold an answer-like span (fewer steps), and penalised before that;
+* calculation (a decision with the calculator tool): the expression must
+  evaluate, every number in it must be visible (question, summaries, selected
+  snippets or an earlier calculation's result), it should compute something
+  (an operator, not a bare number), be new, and the question should ask for
+  a quantity; earlier results count as evidence for the answer;
 * summarize: cited ids ⊆ selected ids ⊆ shown ids; the summary's claim tokens
   must occur in the selected snippets; selected links should be relevant;
 * answer: supported by the summaries and selected snippets, cites selected
@@ -24,22 +29,31 @@ Each rule's score per candidate is written into the explanation.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import re
 from typing import Any, Sequence
 
+from restreact_jax.agent import calculator
 from restreact_jax.feedback import text_overlap as ov
 from restreact_jax.feedback.rankers import Ranking, SequentialRanker, order_by_scores
 from restreact_jax.feedback.step_context import Candidate, StepContext
 
 ALLOWED = {
-    'decision': ('Search', 'Terminate'),
+    'decision': ('Search', 'Calculate', 'Terminate'),
     'summarize': ('LinkSelection',),
     'answer': ('Answer',),
     'relevance': ('Check_Answer', 'Revise_Answer'),
     'grounding': ('Check_Answer', 'Revise_Answer'),
 }
-_TEXT_FIELDS = ('thoughts', 'query', 'grounded_summarization', 'answer', 'revised_answer')
+_TEXT_FIELDS = ('thoughts', 'query', 'expression', 'grounded_summarization', 'answer',
+                'revised_answer')
 MAX_SEARCHES = 10
+_NUMBER = re.compile(r'(?<![\w.])\d+(?:\.\d+)?(?!\w)')
+# Questions whose answer is a quantity (what a calculation can be for).
+_ASKS_NUMBER = re.compile(
+    r'\b(how (old|many|much|long|far)|how many years|difference|sum|total|average|'
+    r'older|younger|years (after|before|between))\b', re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +82,42 @@ class RuleWeights:
   revise_needed: float = 0.5
   unchanged_revision: float = -1.0
   grounded_threshold: float = 0.7
+  calc_error: float = -3.0        # the expression does not evaluate
+  calc_ungrounded: float = -2.0   # x fraction of its numbers seen nowhere
+  calc_trivial: float = -1.0      # a bare number: nothing computed
+  calc_needless: float = -1.0     # the question asks for no quantity
+
+
+def _past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
+  """The calculations taken so far, re-evaluated (the calculator is pure)."""
+  return [calculator.evaluate(a.get('expression', '')) for a in ctx.past_actions
+          if a.get('type') == 'Calculate']
+
+
+# The rules that measure grounding, each `grounding` weight x a support fraction.
+_SUPPORT_RULES = ('query_grounding', 'claim_support', 'support', 'revised_support')
 
 
 def _evidence(ctx: StepContext) -> list[str]:
-  return list(ctx.summaries) + [f'{r.link_text} {r.snippet}' for r in ctx.selected_links]
+  calcs = [f'{c.expression} = {c.text}' for c in _past_calculations(ctx) if c.ok]
+  return (list(ctx.summaries) + [f'{r.link_text} {r.snippet}' for r in ctx.selected_links]
+          + calcs)
+
+
+def numbers_in(text: str) -> set[float]:
+  """The numbers written in a text (digits, optionally with a decimal part)."""
+  return {float(m) for m in _NUMBER.findall(text)}
+
+
+def expression_numbers(expression: str) -> list[float]:
+  """The literals of an arithmetic expression (empty if it does not parse)."""
+  try:
+    tree = ast.parse(expression.strip(), mode='eval')
+  except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+    return []
+  # `type(...) in` rather than isinstance: bool literals are not numbers here.
+  return [float(n.value) for n in ast.walk(tree)
+          if isinstance(n, ast.Constant) and type(n.value) in (int, float)]
 
 
 def answer_ready(ctx: StepContext) -> bool:
@@ -107,12 +153,37 @@ class RuleRanker(SequentialRanker):
       qn = _norm_query(query)
       if qn and any(qn == _norm_query(p) or ov.overlap(query, p) >= 0.8 for p in ctx.queries):
         s['repeat'] = self.w.repeat
-      if len(ctx.queries) >= MAX_SEARCHES:
+      # Calculations use the same budget as searches.
+      if len(ctx.queries) + len(_past_calculations(ctx)) >= MAX_SEARCHES:
         s['budget'] = self.w.budget
       if ready:
         s['search_when_ready'] = self.w.search_when_ready
     else:
       s['terminate'] = self.w.stop_ready if ready else self.w.stop_early
+
+  def _calculate(self, ctx: StepContext, a: dict[str, Any], s: dict[str, float]) -> None:
+    expression = str(a.get('expression', ''))
+    calc = calculator.evaluate(expression)
+    if not calc.ok:
+      s['calc_error'] = self.w.calc_error
+      return
+    literals = expression_numbers(expression)
+    past = _past_calculations(ctx)
+    visible = numbers_in(' '.join([ctx.question, *ctx.summaries,
+                                   *(r.snippet for r in ctx.selected_links)]))
+    visible |= {float(c.value) for c in past if c.ok}
+    grounded = sum(x in visible for x in literals) / len(literals) if literals else 0.0
+    s['calc_grounding'] = self.w.grounding * grounded
+    if grounded < 1:
+      s['calc_ungrounded'] = self.w.calc_ungrounded * (1 - grounded)
+    if len(literals) < 2:
+      s['calc_trivial'] = self.w.calc_trivial
+    if not _ASKS_NUMBER.search(ctx.question):
+      s['calc_needless'] = self.w.calc_needless
+    if any(''.join(c.expression.split()) == ''.join(expression.split()) for c in past):
+      s['repeat'] = self.w.repeat
+    if len(ctx.queries) + len(past) >= MAX_SEARCHES:
+      s['budget'] = self.w.budget
 
   def _summarize(self, ctx: StepContext, a: dict[str, Any], s: dict[str, float]) -> None:
     summary = str(a.get('grounded_summarization', ''))
@@ -196,7 +267,9 @@ class RuleRanker(SequentialRanker):
     empty_comment = any(line.strip() == '#' for line in cand.text.splitlines())
     if empty_fields or empty_comment:
       s['empty'] = self.w.empty
-    if ctx.step_type == 'decision':
+    if ctx.step_type == 'decision' and a['type'] == 'Calculate':
+      self._calculate(ctx, a, s)
+    elif ctx.step_type == 'decision':
       self._decision(ctx, a, s)
     elif ctx.step_type == 'summarize':
       self._summarize(ctx, a, s)
@@ -205,6 +278,20 @@ class RuleRanker(SequentialRanker):
     else:
       self._check(ctx, a, s)
     return s
+
+  def acceptable(self, ctx: StepContext, cand: Candidate, min_support: float = 1.0) -> bool:
+    """Whether a candidate is good enough to learn from (no labels involved).
+
+    The rater instructions say to filter bad actions: here that is a
+    candidate on which no rule fires against it and whose grounding rules
+    (query, summary claim or answer support) reach `min_support` of their
+    full weight.
+    """
+    rules = self.score(ctx, cand)
+    if any(v < 0 for v in rules.values()):
+      return False
+    grounded = [v for k, v in rules.items() if k in _SUPPORT_RULES]
+    return all(v >= min_support * self.w.grounding - 1e-9 for v in grounded)
 
   def rank(self, context: StepContext, candidates: Sequence[Candidate]) -> Ranking:
     per_rule = [self.score(context, c) for c in candidates]

@@ -4,7 +4,8 @@ The rule-based rater judges grounding by content tokens: a query is grounded
 when its tokens come from the question or earlier summaries; a summary when its
 claim tokens occur in the snippets of the links it selected; an answer when its
 tokens occur in the summaries and selected snippets. Tokens are the matcher's
-normalised tokens (so "twenty-one" and "21" agree) minus stop words.
+normalised tokens (so "twenty-one" and "21" agree) minus stop words ("answer"
+among them: "the answer is X" states a conclusion, not a fact to ground).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ me more most my myself nor not of off on once only or other our ours ourselves o
 she should so some such than that their theirs them themselves then there these they this those
 through to too under until up very was we were what when where which while who whom why will with
 would you your yours yourself yourselves link id based known called named did does whose
+answer
 '''.split())
 
 # Question words that ask for a person, a number or a date: the span an answer

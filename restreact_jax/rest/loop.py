@@ -68,6 +68,21 @@ class RestConfig:
       training data (0, the paper's setting: no accumulation). A generation
       whose mixture is empty and whose seed_fraction is 0 trains nothing: its
       policy is kept from before and the decision says why.
+    pilot_questions: the last N training questions are a labelled pilot set:
+      gen 0 is fine-tuned on the exemplars plus a scripted demonstration of
+      each (`agent.demonstrations`; the stand-in for the paper's prompted
+      large model), and rollouts never see them. 0: the exemplars only.
+    entity_tokens: make every entity name of the world one vocabulary piece
+      and year (small models copy a name as one token; see
+      `phases.train_vocabulary`).
+    vocab_model_type: SentencePiece 'unigram' or 'bpe'.
+    name_masking: the models read and write entity names as placeholders
+      numbered per text (`agent.name_masking`); corpus, seed and ranked
+      examples are written masked, rollouts mask and unmask around the model.
+    only_acceptable: train only on candidates the rater rules accept (the
+      label-free "filter bad actions"; see `rest.mixture`).
+    snippet_chars: the longest search snippet (whole sentences around the one
+      that best matches the query; ~90 gives one sentence).
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_students: also auto-eval the students on dev every generation
       (they take no part in the keep/reject decision; the test split reports
@@ -112,6 +127,12 @@ class RestConfig:
   consistency_weight: float = 1.0
   mixture_rates: Mapping[str, float] | None = None
   seed_fraction: float = 0.0
+  pilot_questions: int = 0
+  entity_tokens: bool = False
+  name_masking: bool = False
+  only_acceptable: bool = False
+  snippet_chars: int = 200
+  vocab_model_type: str = 'unigram'
   eval_runs: int = 3
   dev_eval_students: bool = True
   test_all_generations: bool = False
@@ -305,11 +326,42 @@ class _Steps:
         out, self.root / 'world' / 'corpus.jsonl'), output='search/bm25', deps=['world'])
 
   def vocabulary(self) -> None:
-    self.run('gen_0/seed', lambda out: phases.write_seed(out, self.cfg.exemplar_set),
-             output='gen_0/seed', config={'exemplar_set': self.cfg.exemplar_set})
-    result = self.run('vocab', lambda out: phases.train_vocabulary(
-        out, [self.root / 'world' / 'corpus.jsonl', self.root / 'gen_0' / 'seed' / 'seed.jsonl'],
-        self.cfg.vocab_size), output='vocab', config={'vocab_size': self.cfg.vocab_size},
+    cfg = self.cfg
+    seed = self.run('gen_0/seed', lambda out: phases.write_seed(
+        out, cfg.exemplar_set, exp_dir=self.root, pilot_questions=cfg.pilot_questions,
+        results_per_search=cfg.agent.results_per_search, max_searches=cfg.agent.max_searches,
+        tools=cfg.agent.tools, name_masking=cfg.name_masking,
+        snippet_chars=cfg.snippet_chars),
+                    output='gen_0/seed', deps=['world', 'search'],
+                    config={'exemplar_set': cfg.exemplar_set, 'pilot': cfg.pilot_questions,
+                            'results_per_search': cfg.agent.results_per_search,
+                            'max_searches': cfg.agent.max_searches,
+                            'tools': list(cfg.agent.tools), 'masking': cfg.name_masking,
+                            'snippet_chars': cfg.snippet_chars,
+                            'version': 2})
+    if seed is not None and seed.get('pilot_demonstrations'):
+      self.log(f'[gen_0/seed] {seed["examples"]} examples: the exemplars and '
+               f'{seed["pilot_demonstrations"]} pilot demonstrations '
+               f'({len(seed["pilot_skipped"])} pilot questions skipped); '
+               f'{seed["unlabeled_questions"]} unlabeled training questions')
+    entities = self.root / 'world' / 'entities.jsonl'
+
+    def train_vocab(out: pathlib.Path) -> Any:
+      corpus, symbols = self.root / 'world' / 'corpus.jsonl', []
+      if cfg.entity_tokens:
+        symbols += phases.entity_symbols(entities)
+      if cfg.name_masking:
+        from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
+        corpus = phases.write_masked_corpus(out, self.root)
+        symbols += name_masking.PLACEHOLDERS
+      return phases.train_vocabulary(
+          out, [corpus, self.root / 'gen_0' / 'seed' / 'seed.jsonl'], cfg.vocab_size, symbols,
+          cfg.vocab_model_type)
+
+    result = self.run('vocab', train_vocab, output='vocab',
+                      config={'vocab_size': cfg.vocab_size, 'entity_tokens': cfg.entity_tokens,
+                              'model_type': cfg.vocab_model_type,
+                              'masking': cfg.name_masking},
                       deps=['world', 'gen_0/seed'])
     self.align_vocab(int(result['pieces']))
 
@@ -346,7 +398,9 @@ class _Steps:
   def pretrain(self, size: str) -> None:
     from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
     self._train(f'base/{size}', size,
-                lambda: rest_tasks.register_corpus(self.root, self.vocab_path),
+                lambda: rest_tasks.register_corpus(
+                    self.root, self.vocab_path,
+                    self.root / 'vocab' / 'corpus_masked.jsonl' if self.cfg.name_masking else None),
                 dataclasses.replace(self.cfg.pretrain, task_feature_lengths={
                     'targets': self.cfg.pretrain.task_feature_lengths.get('targets', 256)}),
                 None, ['world', 'vocab'])
@@ -399,15 +453,23 @@ class _Steps:
                      repeats: int, seed: int, limit: int | None) -> Any:
     agent = self.cfg.agent_for(policy.size)
     deps = ['world', 'search'] + (['vocab', policy.phase] if policy.phase else [])
+    if questions == 'train':
+      # Rollouts see only the unlabeled training questions (not the pilot).
+      questions_path = self.root / 'gen_0' / 'seed' / 'train_unlabeled.jsonl'
+      deps.append('gen_0/seed')
+    else:
+      questions_path = self.root / 'world' / 'questions' / f'{questions}.jsonl'
     return self.run(
         name, lambda out: phases.rollout(
             out, exp_dir=self.root, policy=policy, models=self.cfg.models,
             vocab_path=self.vocab_path if policy.backend == 'jax' else None,
-            questions_path=self.root / 'world' / 'questions' / f'{questions}.jsonl',
+            questions_path=questions_path,
             repeats=repeats, seed=seed, agent=agent, limit=limit,
-            progress=self.cfg.progress),
+            progress=self.cfg.progress, name_masking=self.cfg.name_masking,
+            snippet_chars=self.cfg.snippet_chars),
         output=output, resumable=True, deps=deps,
         config={'policy': policy.describe(), 'questions': questions, 'repeats': repeats,
+                'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
                 'model': self.cfg.models.get(policy.size) if policy.size else None})
 
@@ -438,10 +500,13 @@ class _Steps:
     stats = self.run(f'gen_{g}/mixture', lambda out: phases.build_mixture(
         out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories',
         rankings_dir=self.root / f'gen_{g}' / 'rankings', vocab_path=self.vocab_path,
-        max_input_length=max_in, max_target_length=max_out),
+        max_input_length=max_in, max_target_length=max_out, exp_dir=self.root,
+        name_masking=self.cfg.name_masking, only_acceptable=self.cfg.only_acceptable),
                      output=f'gen_{g}/ranked',
                      deps=[f'gen_{g}/rollout', f'gen_{g}/rank', 'vocab'],
-                     config={'max_input_length': max_in, 'max_target_length': max_out})
+                     config={'max_input_length': max_in, 'max_target_length': max_out,
+                             'masking': self.cfg.name_masking,
+                             'only_acceptable': self.cfg.only_acceptable})
     if stats is not None:
       self.log(f'[gen_{g}/mixture] {stats["examples"]} examples from {stats["trajectories"]} '
                f'trajectories: {stats["per_step_type"]}')

@@ -7,6 +7,11 @@ marker, so a fine-tuned model learns to end its action with `# [END]`. This is
 the paper's off-policy use of the ranker (PAPER_NOTES §4): rollouts continue
 with the lowest-perplexity sample; the mixture trains on the best-ranked one.
 
+With `only_acceptable`, the target is the best-ranked candidate that the
+rater rules accept (`RuleRanker.acceptable`, recorded by the rank phase; no
+labels), and a step with none is left out: the rater instructions' "filter
+bad actions", which matters when the policy is weak and most candidates are.
+
 Examples are deduplicated on (inputs, targets), filtered by length, counted per
 step type, and written as TFRecord files `<step_type>.tfrecord` (features
 `inputs`, `targets`, `step_type`, `question_id`) plus `stats.json`.
@@ -46,6 +51,7 @@ class MixtureStats:
   too_long: int = 0
   no_parseable_candidate: int = 0
   unranked_steps: int = 0
+  unacceptable: int = 0
   per_step_type: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -60,17 +66,24 @@ def ranking_key(question_id: str, repeat: int, step_index: int) -> tuple[str, in
 
 def load_rankings(paths: Iterable[str | os.PathLike[str]]) -> dict[tuple[str, int, int], list[int]]:
   """`{(question_id, repeat, step_index): order}` from rankings JSONL files."""
-  out = {}
-  for row in read_jsonl(paths):
-    out[ranking_key(row['question_id'], row.get('repeat', 0), row['step_index'])] = list(row['order'])
-  return out
+  return {key: list(row['order']) for key, row in load_ranking_rows(paths).items()}
 
 
-def _target_index(step: dict[str, Any], order: Sequence[int] | None) -> int | None:
+def load_ranking_rows(paths: Iterable[str | os.PathLike[str]]
+                      ) -> dict[tuple[str, int, int], dict[str, Any]]:
+  """`{(question_id, repeat, step_index): row}` from rankings JSONL files."""
+  return {ranking_key(row['question_id'], row.get('repeat', 0), row['step_index']): row
+          for row in read_jsonl(paths)}
+
+
+def _target_index(step: dict[str, Any], order: Sequence[int] | None,
+                  acceptable: Sequence[bool] | None = None) -> int | None:
   candidates = step.get('candidates') or []
   indices = list(order) if order is not None else [step.get('chosen')]
   for i in indices:
     if i is None or not 0 <= i < len(candidates):
+      continue
+    if acceptable is not None and not (i < len(acceptable) and acceptable[i]):
       continue
     if candidates[i].get('parse', {}).get('ok'):
       return i
@@ -79,8 +92,14 @@ def _target_index(step: dict[str, Any], order: Sequence[int] | None) -> int | No
 
 def step_examples(trajectory: dict[str, Any],
                   rankings: dict[tuple[str, int, int], list[int]],
-                  stats: MixtureStats | None = None) -> list[StepExample]:
-  """One example per step of `trajectory` (see module docstring)."""
+                  stats: MixtureStats | None = None,
+                  acceptable: dict[tuple[str, int, int], list[bool]] | None = None
+                  ) -> list[StepExample]:
+  """One example per step of `trajectory` (see module docstring).
+
+  `acceptable` (per ranked step, per candidate) restricts targets to accepted
+  candidates; a step without a flag row (unranked) is then left out too.
+  """
   stats = stats if stats is not None else MixtureStats()
   qid = str(trajectory['question_id'])
   repeat = int(trajectory.get('repeat', 0))
@@ -90,7 +109,17 @@ def step_examples(trajectory: dict[str, Any],
     order = rankings.get(ranking_key(qid, repeat, index))
     if order is None:
       stats.unranked_steps += 1
-    best = _target_index(step, order)
+    if acceptable is not None:
+      flags = acceptable.get(ranking_key(qid, repeat, index))
+      best = _target_index(step, order, flags or ())
+      if best is None:
+        if _target_index(step, order) is None:
+          stats.no_parseable_candidate += 1
+        else:
+          stats.unacceptable += 1
+        continue
+    else:
+      best = _target_index(step, order)
     if best is None:
       stats.no_parseable_candidate += 1
       continue
@@ -106,14 +135,19 @@ def build_examples(trajectories: Iterable[dict[str, Any]],
                    *,
                    length_fn: Callable[[str], int] = len,
                    max_input_length: int | None = None,
-                   max_target_length: int | None = None) -> tuple[list[StepExample], MixtureStats]:
-  """Splits, deduplicates and length-filters; returns examples and counts."""
+                   max_target_length: int | None = None,
+                   acceptable: dict[tuple[str, int, int], list[bool]] | None = None
+                   ) -> tuple[list[StepExample], MixtureStats]:
+  """Splits, deduplicates and length-filters; returns examples and counts.
+
+  `acceptable`: see `step_examples` (None keeps every step's best candidate).
+  """
   stats = MixtureStats()
   seen: set[tuple[str, str]] = set()
   kept = []
   for trajectory in trajectories:
     stats.trajectories += 1
-    for ex in step_examples(trajectory, rankings, stats):
+    for ex in step_examples(trajectory, rankings, stats, acceptable):
       key = (ex.inputs, ex.targets)
       if key in seen:
         stats.duplicates += 1

@@ -48,6 +48,9 @@ class TrainSettings:
     task_feature_lengths: e.g. `{'inputs': 1024, 'targets': 256}`.
     pack: pack examples per row.
     seed: init, step and data-order seed.
+    prompt_loss: also train on the prompt tokens of inputs/targets examples
+      (a small model learns to copy names and facts from them much sooner;
+      the targets are what the policy must produce either way).
   """
   steps: int
   batch_size: int = 16
@@ -62,6 +65,7 @@ class TrainSettings:
       default_factory=lambda: {'inputs': 1024, 'targets': 256})
   pack: bool = False
   seed: int = 0
+  prompt_loss: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,8 @@ class AgentSettings:
     max_attempts: sampling rounds per step before a trajectory fails.
     num_slots: engine decode slots.
     max_concurrent: live agents at most.
+    tools: the agent's tools: ('search',) or ('search', 'calculator'); a
+      calculation uses one unit of `max_searches`.
   """
   num_samples: int = 4
   temperature: float = 0.5
@@ -86,6 +92,7 @@ class AgentSettings:
   max_attempts: int = 3
   num_slots: int = 64
   max_concurrent: int = 512
+  tools: tuple[str, ...] = ('search',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,16 +184,108 @@ def build_search_index(out: pathlib.Path, corpus: pathlib.Path) -> dict[str, Any
   return dict(bm25.index_meta(out) or {})
 
 
-def write_seed(out: pathlib.Path, exemplar_set: str) -> dict[str, Any]:
+def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
+               pilot_questions: int = 0, results_per_search: int = 3,
+               max_searches: int = 10, tools: Sequence[str] = ('search',),
+               name_masking: bool = False, snippet_chars: int = 200) -> dict[str, Any]:
+  """Gen 0's training data, and the training questions the loop may use unlabeled.
+
+  The last `pilot_questions` training questions are the labelled pilot: each
+  gets a scripted demonstration (`agent.demonstrations`) that joins the
+  hand-written exemplars in `seed.tfrecord`. The others are written to
+  `train_unlabeled.jsonl`, the only training questions rollouts see.
+
+  Returns:
+    Counts: seed examples (per step type), pilot questions demonstrated and
+    skipped, unlabeled questions.
+  """
+  from restreact_jax.agent import demonstrations as demos_lib  # pylint: disable=g-import-not-at-top
+  from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
+  from restreact_jax.commands import search as search_cmd  # pylint: disable=g-import-not-at-top
   from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
-  return rest_tasks.write_seed(out, exemplar_set)
+  train_path = exp_dir / 'world' / 'questions' / 'train.jsonl'
+  train = list(jsonl.iter_jsonl(train_path))
+  if not 0 <= pilot_questions < len(train):
+    raise errors.UserError(f'rest.pilot_questions must be in [0, {len(train)}) (the training '
+                           f'questions in {train_path}), got {pilot_questions}')
+  cut = len(train) - pilot_questions
+  unlabeled, pilot = train[:cut], train[cut:]
+  demos: list[Any] = []
+  skipped: list[str] = []
+  if pilot:
+    tool = search_cmd.make_search_tool(exp_dir, 'bm25', None, use_cache=False,
+                                       max_snippet_chars=snippet_chars)
+    demos, skipped = demos_lib.demonstrate_all(pilot, tool, results_per_search=results_per_search)
+    with open(out / 'pilot.jsonl', 'w', encoding='utf-8') as f:
+      for demo in demos:
+        f.write(json.dumps(demos_lib.to_json(demo), sort_keys=True) + '\n')
+  with open(out / 'train_unlabeled.jsonl', 'w', encoding='utf-8') as f:
+    for q in unlabeled:
+      f.write(json.dumps(q, sort_keys=True) + '\n')
+  transform = masker(exp_dir).mask_pair if name_masking else None
+  result = rest_tasks.write_seed(out, exemplar_set, demos, max_searches, tools, transform)
+  result.update({'pilot_demonstrations': len(demos), 'pilot_skipped': skipped,
+                 'unlabeled_questions': len(unlabeled)})
+  return result
+
+
+def masker(exp_dir: pathlib.Path):
+  """The world's `NameMasker` (every entity name of `world/entities.jsonl`)."""
+  from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
+  from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
+  entities = pathlib.Path(exp_dir) / 'world' / 'entities.jsonl'
+  return name_masking.NameMasker(str(e['name']) for e in jsonl.iter_jsonl(entities))
+
+
+def write_masked_corpus(out: pathlib.Path, exp_dir: pathlib.Path) -> pathlib.Path:
+  """`out/corpus_masked.jsonl`: every passage with its names masked (own table)."""
+  from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
+  m = masker(exp_dir)
+  path = out / 'corpus_masked.jsonl'
+  with open(path, 'w', encoding='utf-8') as f:
+    for doc in jsonl.iter_jsonl(pathlib.Path(exp_dir) / 'world' / 'corpus.jsonl'):
+      table = m.table(str(doc.get('title', '')), str(doc['text']))
+      f.write(json.dumps({**doc, 'title': m.mask(str(doc.get('title', '')), table),
+                          'text': m.mask(str(doc['text']), table)}, sort_keys=True) + '\n')
+  return path
+
+
+def entity_symbols(entities_path: pathlib.Path) -> list[str]:
+  """The world's entity names and years, in file order (for `train_vocabulary`)."""
+  from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
+  from restreact_jax.world import schema  # pylint: disable=g-import-not-at-top
+  names, years = [], set()
+  for entity in jsonl.iter_jsonl(entities_path):
+    names.append(str(entity['name']))
+    for relation, value in (entity.get('facts') or {}).items():
+      if relation in schema.RELATIONS and schema.RELATIONS[relation].target == schema.YEAR:
+        years.add(str(value))
+  return list(dict.fromkeys(names)) + sorted(years)
 
 
 def train_vocabulary(out: pathlib.Path, inputs: Sequence[pathlib.Path],
-                     vocab_size: int) -> dict[str, Any]:
+                     vocab_size: int, entity_symbols: Sequence[str] = (),
+                     model_type: str = 'unigram') -> dict[str, Any]:
+  """Trains the experiment's SentencePiece model.
+
+  `entity_symbols` (the world's entity names and years, when
+  `rest.entity_tokens`) each become one piece, wherever they occur: a model
+  then copies a name from the question or a snippet as one token instead of
+  spelling it piece by piece, and prompts get shorter. They count toward
+  `vocab_size`.
+  """
   from restreact_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  path = vocab_lib.train_sentencepiece(inputs, out / 'spm.model', vocab_size=vocab_size)
-  return {'pieces': int(vocab_lib.load_vocabulary(path).vocab_size)}
+  symbols = (*vocab_lib.CODE_SYMBOLS, *entity_symbols)
+  if model_type not in ('unigram', 'bpe'):
+    raise errors.UserError(f"rest.vocab_model_type {model_type!r}; choose 'unigram' or 'bpe'")
+  if len(symbols) + 300 > vocab_size:
+    raise errors.UserError(
+        f'rest.vocab_size {vocab_size} leaves no room for the {len(symbols)} code and entity '
+        f'symbols plus bytes; use at least {len(symbols) + 600}')
+  path = vocab_lib.train_sentencepiece(inputs, out / 'spm.model', vocab_size=vocab_size,
+                                       model_type=model_type, user_symbols=symbols)
+  return {'pieces': int(vocab_lib.load_vocabulary(path).vocab_size),
+          'entity_symbols': len(entity_symbols)}
 
 
 # ---------------------------------------------------------------------------
@@ -219,7 +318,8 @@ def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
   except ValueError as e:
     raise errors.UserError(f'rest.mesh_shape: {e}') from None
   data = data_lib.DataConfig(task, dict(settings.task_feature_lengths), settings.batch_size,
-                             pack=settings.pack, seed=settings.seed)
+                             pack=settings.pack, seed=settings.seed,
+                             loss_on_targets_only=not settings.prompt_loss)
   result = trainer.train_loop(
       model, mesh, partitioning.logical_axis_rules(False),
       trainer.OptimizerConfig(learning_rate=settings.learning_rate,
@@ -259,8 +359,12 @@ def make_llm(exp_dir: pathlib.Path, policy: Policy, models: Mapping[str, Any],
 def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             models: Mapping[str, Any], vocab_path: str | None, questions_path: pathlib.Path,
             repeats: int, seed: int, agent: AgentSettings, limit: int | None,
-            progress: bool) -> dict[str, Any]:
+            progress: bool, name_masking: bool = False,
+            snippet_chars: int = 200) -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
+
+  With `name_masking` the policy reads and writes placeholders for names
+  (`agent.name_masking`); the trajectories hold the real names.
 
   Returns:
     Counts of the whole directory (not only this run's part), so a resumed
@@ -277,10 +381,15 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   config = AgentConfig(num_samples=agent.num_samples, temperature=agent.temperature,
                        max_tokens=agent.max_tokens, max_searches=agent.max_searches,
                        results_per_search=agent.results_per_search,
-                       max_attempts=agent.max_attempts, base_seed=seed, policy=policy.label)
+                       max_attempts=agent.max_attempts, base_seed=seed, policy=policy.label,
+                       tools=prompts.normalize_tools(agent.tools))
   prompter = prompts.Prompter(policy.exemplar_set, policy.num_exemplars)
-  tool = search_cmd.make_search_tool(exp_dir, 'bm25', None, use_cache=True)
+  tool = search_cmd.make_search_tool(exp_dir, 'bm25', None, use_cache=True,
+                                     max_snippet_chars=snippet_chars)
   llm = make_llm(exp_dir, policy, models, vocab_path, agent)
+  if name_masking:
+    from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
+    llm = masking_lib.MaskedLLM(llm, masker(exp_dir))
   rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
                       repeats=repeats, process_index=distributed.process_index(),
                       process_count=distributed.process_count(),
@@ -361,15 +470,21 @@ def rank(out: pathlib.Path, *, trajectories_dir: pathlib.Path, ranker_name: str,
          progress: bool) -> dict[str, Any]:
   """Ranks every step's candidates; writes `rankings.jsonl` into `out`."""
   from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
+  from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
   trajectories = read_trajectories(trajectories_dir)
   if not trajectories:
     raise errors.UserError(f'no trajectories to rank in {trajectories_dir}')
   ranker = make_ranker(ranker_name, trajectories, rule_weight=rule_weight,
                        consistency_weight=consistency_weight, questions_path=questions_path)
   ranked = rankers.rank_trajectories(ranker, trajectories, progress=progress)
+  # Label-free quality flags beside every ranking (the mixture may filter on
+  # them): which candidates the rater rules accept.
+  rules = rule_ranker.RuleRanker()
   with open(out / 'rankings.jsonl', 'w', encoding='utf-8') as f:
-    for context, _, ranking in ranked:
-      f.write(json.dumps(rankers.ranking_row(context, ranking), sort_keys=True) + '\n')
+    for context, candidates, ranking in ranked:
+      row = rankers.ranking_row(context, ranking)
+      row['acceptable'] = [rules.acceptable(context, c) for c in candidates]
+      f.write(json.dumps(row, sort_keys=True) + '\n')
   result = {'ranker': ranker.name, 'ranked_steps': len(ranked),
             'oracle': any(r.oracle for _, _, r in ranked)}
   if ranker_name != 'oracle' and questions_path is not None and questions_path.exists():
@@ -410,14 +525,34 @@ def oracle_agreement(ranked: Sequence[Any], oracle_ranked: Sequence[Any]) -> dic
 
 def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
                   rankings_dir: pathlib.Path, vocab_path: str | None,
-                  max_input_length: int | None, max_target_length: int | None) -> dict[str, Any]:
-  """Per-step-type TFRecords + `stats.json` into `out`, with the rankings beside them."""
+                  max_input_length: int | None, max_target_length: int | None,
+                  exp_dir: pathlib.Path | None = None,
+                  name_masking: bool = False, only_acceptable: bool = False) -> dict[str, Any]:
+  """Per-step-type TFRecords + `stats.json` into `out`, with the rankings beside them.
+
+  With `name_masking` the examples are written masked (lengths are counted on
+  the masked text the model trains on). With `only_acceptable` targets are
+  restricted to candidates the rater rules accept (`mixture` module docstring).
+  """
   from restreact_jax.rest import mixture  # pylint: disable=g-import-not-at-top
+  length_fn = token_length_fn(vocab_path)
+  m = masker(exp_dir) if name_masking else None
+  if m is not None:
+    plain_length_fn = length_fn
+    length_fn = lambda text: plain_length_fn(m.mask(text, m.table(text)))  # noqa: E731
+  rows = mixture.load_ranking_rows([rankings_dir / 'rankings.jsonl'])
+  acceptable = None
+  if only_acceptable:
+    acceptable = {key: list(row.get('acceptable') or ()) for key, row in rows.items()}
   examples, stats = mixture.build_examples(
       read_trajectories(trajectories_dir),
-      mixture.load_rankings([rankings_dir / 'rankings.jsonl']),
-      length_fn=token_length_fn(vocab_path), max_input_length=max_input_length,
-      max_target_length=max_target_length)
+      {key: list(row['order']) for key, row in rows.items()},
+      length_fn=length_fn, max_input_length=max_input_length,
+      max_target_length=max_target_length, acceptable=acceptable)
+  if m is not None:
+    examples = [dataclasses.replace(e, **dict(zip(('inputs', 'targets'),
+                                                   m.mask_pair(e.inputs, e.targets))))
+                for e in examples]
   mixture.write_tfrecords(examples, out)
   stats_json = dataclasses.asdict(stats)
   (out / 'stats.json').write_text(json.dumps(stats_json, indent=2, sort_keys=True) + '\n')

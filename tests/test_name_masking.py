@@ -1,0 +1,84 @@
+"""Tests for name masking (agent/name_masking.py) and its use in the loop's phases."""
+
+import json
+import random
+
+from restreact_jax import llm as llm_lib
+from restreact_jax.agent import name_masking
+from restreact_jax.rest import phases
+
+NAMES = ['Fafa Losene', 'Namar Foods', 'The Frozen Signal', 'Frozen', 'Kipa', 'Kipaba']
+
+
+def test_placeholders_follow_first_appearance_and_longest_name_wins():
+  m = name_masking.NameMasker(NAMES)
+  text = 'The Frozen Signal was produced by Namar Foods. Frozen is a city near Kipaba, not Kipa.'
+  table = m.table(text)
+  assert table == {'The Frozen Signal': '@1', 'Namar Foods': '@2', 'Frozen': '@3',
+                   'Kipaba': '@4', 'Kipa': '@5'}
+  masked = m.mask(text, table)
+  assert masked == '@1 was produced by @2. @3 is a city near @4, not @5.'
+  assert m.unmask(masked, table) == text
+
+
+def test_words_inside_other_words_are_not_names():
+  m = name_masking.NameMasker(['Kipa'])
+  assert m.mask('Kipaland and xKipa and Kipa.', {'Kipa': '@1'}) == 'Kipaland and xKipa and @1.'
+
+
+def test_unknown_placeholders_stay_as_written():
+  table = {'Kipa': '@1'}
+  assert name_masking.NameMasker.unmask('@1 and @7 and @12', table) == 'Kipa and @7 and @12'
+
+
+def test_mask_pair_uses_one_table_prompt_first():
+  m = name_masking.NameMasker(NAMES)
+  inputs, targets = m.mask_pair("Q: 'Who founded Namar Foods?'", "A: 'Fafa Losene founded Namar Foods'")
+  assert inputs == "Q: 'Who founded @1?'"
+  assert targets == "A: '@2 founded @1'"
+
+
+def test_round_trip_on_random_texts():
+  rng = random.Random(0)
+  m = name_masking.NameMasker(NAMES)
+  words = NAMES + ['the', 'was', 'in', '1921', '@', "'", '"', '.', 'link_id=3']
+  for _ in range(500):
+    text = ' '.join(rng.choice(words) for _ in range(rng.randint(0, 30)))
+    table = m.table(text)
+    assert m.unmask(m.mask(text, table), table) == text
+
+
+class _Echo:
+  """An LLM that answers with the last line of its prompt; records what it saw."""
+
+  def __init__(self):
+    self.seen = []
+
+  def generate(self, requests):
+    self.seen.extend(requests)
+    return [[llm_lib.Sample(text=r.prompt.splitlines()[-1], tokens=(1,), logprobs=(0.0,),
+                            finish_reason='stop')] for r in requests]
+
+
+def test_masked_llm_masks_prompts_and_unmasks_samples():
+  inner = _Echo()
+  wrapped = name_masking.MaskedLLM(inner, name_masking.NameMasker(NAMES))
+  prompt = '"""Docs."""\nQ: Who founded Namar Foods?\nFafa Losene founded Namar Foods'
+  (samples,) = wrapped.generate([llm_lib.SamplingRequest(prompt=prompt, prefix='"""Docs."""\n')])
+  assert inner.seen[0].prompt == '"""Docs."""\nQ: Who founded @1?\n@2 founded @1'
+  assert inner.seen[0].prefix == '"""Docs."""\n'
+  assert samples[0].text == 'Fafa Losene founded Namar Foods'
+
+
+def test_masked_corpus_and_masker_from_the_world(tmp_path):
+  world = tmp_path / 'world'
+  world.mkdir()
+  (world / 'entities.jsonl').write_text(''.join(
+      json.dumps({'id': str(i), 'name': n}) + '\n' for i, n in enumerate(NAMES)))
+  (world / 'corpus.jsonl').write_text(json.dumps(
+      {'id': 'a/0', 'title': 'Namar Foods', 'text': 'Fafa Losene founded Namar Foods.'}) + '\n')
+  out = tmp_path / 'vocab'
+  out.mkdir()
+  path = phases.write_masked_corpus(out, tmp_path)
+  (doc,) = [json.loads(l) for l in path.open()]
+  assert doc == {'id': 'a/0', 'title': '@1', 'text': '@2 founded @1.'}
