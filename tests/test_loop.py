@@ -128,3 +128,24 @@ def test_models_take_the_trained_vocabulary_size(tmp_path):
   logs.clear()
   steps.align_vocab(300)
   assert not logs  # already aligned: silent
+
+
+def test_training_rollouts_may_sample_more_candidates_than_evaluation(tmp_path, monkeypatch):
+  seen = {}
+
+  def fake_rollout(out, *, agent, questions_path, **kwargs):
+    del out, kwargs
+    seen[questions_path.name] = agent.num_samples
+    return {}
+  monkeypatch.setattr(phases, 'rollout', fake_rollout)
+  exp = experiment.Experiment(tmp_path, log=lambda _: None)
+  for name in ('world', 'search', 'gen_0/seed', 'vocab', 'gen_0/models/s'):
+    exp.run(name, _write(name), output=name)
+  cfg = _config(rollout_num_samples=16)
+  steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
+                      lambda _: None)
+  policy = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
+  steps.rollout(1, policy)
+  steps._rollout_phase('gen_0/eval_rollout/s', 'gen_0/eval_rollouts/s', policy, 'dev', 2, 0,  # pylint: disable=protected-access
+                       None)
+  assert seen == {'train_unlabeled.jsonl': 16, 'dev.jsonl': 4}

@@ -63,6 +63,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          name_masking: bool = False,
          only_acceptable: bool = False,
          snippet_chars: int = 200,
+         rollout_num_samples: int | None = None,
          vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
          dev_eval_students: bool | str = True,
@@ -119,6 +120,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     name_masking: models see entity names as per-text placeholders.
     only_acceptable: train only on candidates the rater rules accept.
     snippet_chars: the longest search snippet.
+    rollout_num_samples: candidates per step in training rollouts (None: the
+      agent's num_samples).
     eval_runs: runs per dev/test question.
     dev_eval_students: auto-eval the students on dev every generation.
     test_all_generations: evaluate every generation's policy on test.
@@ -167,6 +170,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       entity_tokens=as_bool(entity_tokens), vocab_model_type=str(vocab_model_type),
       name_masking=as_bool(name_masking), only_acceptable=as_bool(only_acceptable),
       snippet_chars=int(snippet_chars),
+      rollout_num_samples=int(rollout_num_samples) if rollout_num_samples else None,
       eval_runs=int(eval_runs), dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),
       eval_limit=_opt_int(eval_limit, 'eval_limit'), judge=judge,

@@ -83,6 +83,9 @@ class RestConfig:
       label-free "filter bad actions"; see `rest.mixture`).
     snippet_chars: the longest search snippet (whole sentences around the one
       that best matches the query; ~90 gives one sentence).
+    rollout_num_samples: candidates per step in the training rollouts only
+      (the ranker's choice; the paper samples 16 for its smallest model);
+      None: the agent's `num_samples`. Evaluation keeps `agent`'s.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_students: also auto-eval the students on dev every generation
       (they take no part in the keep/reject decision; the test split reports
@@ -132,6 +135,7 @@ class RestConfig:
   name_masking: bool = False
   only_acceptable: bool = False
   snippet_chars: int = 200
+  rollout_num_samples: int | None = None
   vocab_model_type: str = 'unigram'
   eval_runs: int = 3
   dev_eval_students: bool = True
@@ -450,8 +454,11 @@ class _Steps:
   # -- rollouts, ranking, mixture ----------------------------------------------
 
   def _rollout_phase(self, name: str, output: str, policy: Policy, questions: str,
-                     repeats: int, seed: int, limit: int | None) -> Any:
+                     repeats: int, seed: int, limit: int | None,
+                     num_samples: int | None = None) -> Any:
     agent = self.cfg.agent_for(policy.size)
+    if num_samples:
+      agent = dataclasses.replace(agent, num_samples=int(num_samples))
     deps = ['world', 'search'] + (['vocab', policy.phase] if policy.phase else [])
     if questions == 'train':
       # Rollouts see only the unlabeled training questions (not the pilot).
@@ -477,7 +484,8 @@ class _Steps:
     # A new seed per generation: a policy kept over a generation must not
     # replay the very same trajectories.
     self._rollout_phase(f'gen_{g}/rollout', f'gen_{g}/trajectories', policy, 'train',
-                        self.cfg.repeats_for(g), self.cfg.seed + 1000 * g, self.cfg.train_limit)
+                        self.cfg.repeats_for(g), self.cfg.seed + 1000 * g, self.cfg.train_limit,
+                        self.cfg.rollout_num_samples)
 
   def rank(self, g: int) -> None:
     cfg = self.cfg
