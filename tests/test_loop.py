@@ -32,7 +32,11 @@ def test_config_validation_names_the_bad_setting():
            ({'repeats': (1, 0)}, 'rest.repeats'),
            ({'gen0': 'prompted'}, 'gen0_openai_base_url'),
            ({'vocab_size': 4096}, 'vocab_size 512 < rest.vocab_size 4096'),
-           ({'finetune': phases.TrainSettings(steps=0)}, 'rest.finetune')]
+           ({'finetune': phases.TrainSettings(steps=0)}, 'rest.finetune'),
+           ({'pilot_questions': -1}, 'rest.pilot_questions'),
+           ({'snippet_chars': 5}, 'rest.snippet_chars'),
+           ({'rollout_num_samples': 0}, 'rest.rollout_num_samples'),
+           ({'vocab_model_type': 'word'}, 'rest.vocab_model_type')]
   for kw, message in cases:
     with pytest.raises(errors.UserError, match=message):
       _config(**kw).validate()

@@ -21,9 +21,12 @@ written, so a query or answer built on it fails honestly.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 import re
 from typing import Iterable, Mapping, Sequence
 
+from restreact_jax import jsonl
 from restreact_jax import llm as llm_lib
 
 PREFIX = '@'
@@ -90,3 +93,9 @@ class MaskedLLM:
     out = self.llm.generate(masked)
     return [[dataclasses.replace(s, text=self.masker.unmask(s.text, table)) for s in samples]
             for samples, table in zip(out, tables)]
+
+
+def from_world(exp_dir: str | os.PathLike[str]) -> NameMasker:
+  """The masker of an experiment's world (every name in `world/entities.jsonl`)."""
+  entities = pathlib.Path(exp_dir) / 'world' / 'entities.jsonl'
+  return NameMasker(str(e['name']) for e in jsonl.iter_jsonl(entities))

@@ -144,6 +144,7 @@ def rollout(exp_dir: str = gin.REQUIRED,
             max_attempts: int | str = 3,
             seed: int | str = 0,
             tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
+            name_masking: bool | str = False,
             max_concurrent: int | str = 512,
             search_backend: str = 'bm25',
             search_http_config: Any = None,
@@ -182,6 +183,8 @@ def rollout(exp_dir: str = gin.REQUIRED,
     max_attempts: sampling rounds per step before giving up.
     seed: base seed.
     tools: 'search', plus 'calculator' for `Calculate` decisions.
+    name_masking: the policy reads and writes entity names as placeholders
+      (a policy trained with `rest.name_masking`; the world's names are used).
     max_concurrent: live agents at most.
     search_backend: 'bm25' or 'http'.
     search_http_config: `HttpSearchConfig` for 'http'.
@@ -222,6 +225,9 @@ def rollout(exp_dir: str = gin.REQUIRED,
                  num_slots=_int(num_slots, 'num_slots'), max_len=max_len,
                  mesh_shape=mesh_shape, openai_base_url=openai_base_url,
                  openai_model=openai_model, api_key_env=api_key_env)
+  if as_bool(name_masking):
+    from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
+    llm = masking_lib.MaskedLLM(llm, masking_lib.from_world(exp_dir))
   out = pathlib.Path(under(exp_dir, out_dir) or pathlib.Path(exp_dir) / f'gen_{g}' / 'trajectories')
   out.mkdir(parents=True, exist_ok=True)
   if int(process_index) == 0:

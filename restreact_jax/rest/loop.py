@@ -72,8 +72,8 @@ class RestConfig:
       gen 0 is fine-tuned on the exemplars plus a scripted demonstration of
       each (`agent.demonstrations`; the stand-in for the paper's prompted
       large model), and rollouts never see them. 0: the exemplars only.
-    entity_tokens: make every entity name of the world one vocabulary piece
-      and year (small models copy a name as one token; see
+    entity_tokens: make every entity name and year of the world one
+      vocabulary piece (a name is copied as one token; see
       `phases.train_vocabulary`).
     vocab_model_type: SentencePiece 'unigram' or 'bpe'.
     name_masking: the models read and write entity names as placeholders
@@ -180,6 +180,16 @@ class RestConfig:
       raise errors.UserError("rest.gen0 = 'prompted' needs rest.gen0_openai_base_url")
     if self.eval_runs < 1:
       raise errors.UserError(f'rest.eval_runs must be >= 1, got {self.eval_runs}')
+    if self.pilot_questions < 0:
+      raise errors.UserError(f'rest.pilot_questions must be >= 0, got {self.pilot_questions}')
+    if self.snippet_chars < 20:
+      raise errors.UserError(f'rest.snippet_chars must be >= 20, got {self.snippet_chars}')
+    if self.rollout_num_samples is not None and self.rollout_num_samples < 1:
+      raise errors.UserError(
+          f'rest.rollout_num_samples must be >= 1 or None, got {self.rollout_num_samples}')
+    if self.vocab_model_type not in ('unigram', 'bpe'):
+      raise errors.UserError(
+          f"rest.vocab_model_type {self.vocab_model_type!r}; choose 'unigram' or 'bpe'")
     if self.vocab_size < 1:
       raise errors.UserError(f'rest.vocab_size must be >= 1, got {self.vocab_size}')
     for size, model in self.models.items():

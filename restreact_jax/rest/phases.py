@@ -231,10 +231,8 @@ def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
 
 def masker(exp_dir: pathlib.Path):
   """The world's `NameMasker` (every entity name of `world/entities.jsonl`)."""
-  from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
   from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
-  entities = pathlib.Path(exp_dir) / 'world' / 'entities.jsonl'
-  return name_masking.NameMasker(str(e['name']) for e in jsonl.iter_jsonl(entities))
+  return name_masking.from_world(exp_dir)
 
 
 def write_masked_corpus(out: pathlib.Path, exp_dir: pathlib.Path) -> pathlib.Path:
