@@ -67,12 +67,14 @@ def load_command(name: str) -> Callable[..., Any]:
 
 
 def run(argv: Sequence[str]) -> Any:
-  from restreact_jax import distributed, gin_utils
+  from restreact_jax import compilation_cache, distributed, gin_utils
   command, parsed = parse_args(argv)
   fn = load_command(command)
   # Multi-host flags (--multihost, --coordinator, ...) are consumed here, before
   # anything touches a device.
   parsed['kwargs'] = distributed.initialize_from_flags(parsed['kwargs'])
+  # `--compilation_cache=DIR|none`: compiled programs are reused across phases.
+  parsed['kwargs'] = compilation_cache.enable_from_flags(parsed['kwargs'])
   gin_utils.parse(parsed['gin_files'], parsed['bindings'], parsed['search_paths'])
   return gin_utils.call_configurable(fn, **parsed['kwargs'])
 
