@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/train_step.py --config s --json
 	$(VENV)/bin/python benchmarks/sampling.py --json
 	$(VENV)/bin/python benchmarks/search.py --json
+	$(VENV)/bin/python benchmarks/compile_cache.py --json
 
 clean:
 	rm -rf $(VENV) runs

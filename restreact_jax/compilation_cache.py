@@ -1,11 +1,12 @@
 """A persistent XLA compilation cache shared by every phase and command.
 
-Each phase of an experiment builds its own jitted train step or sampling
-engine, and the same shapes recur phase after phase (every rollout of one
-model size compiles the same prefill buckets and decode chunk). With JAX's
-persistent cache, a program compiled once is loaded from disk by every later
-phase and by later runs: on the embedded demo this removes most of the ~25 s
-of compilation each rollout phase otherwise pays on two CPU cores.
+Each command and each phase of an experiment builds its own jitted train step
+or sampling engine, and the same shapes recur (every rollout of one model
+size compiles the same prefill buckets and decode chunk). With JAX's
+persistent cache a program compiled once is loaded from disk by later phases
+and later runs. `benchmarks/compile_cache.py` measures the start-up of a
+sampling engine for the demo's XXS model on two CPU cores: 26.8 s without the
+cache, 9.3 s with a warm one (2.9x).
 
 Where the cache lives, in order:
 

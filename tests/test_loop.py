@@ -36,7 +36,8 @@ def test_config_validation_names_the_bad_setting():
            ({'pilot_questions': -1}, 'rest.pilot_questions'),
            ({'snippet_chars': 5}, 'rest.snippet_chars'),
            ({'rollout_num_samples': 0}, 'rest.rollout_num_samples'),
-           ({'vocab_model_type': 'word'}, 'rest.vocab_model_type')]
+           ({'vocab_model_type': 'word'}, 'rest.vocab_model_type'),
+           ({'trajectory_filter': 'gold'}, 'rest.trajectory_filter')]
   for kw, message in cases:
     with pytest.raises(errors.UserError, match=message):
       _config(**kw).validate()

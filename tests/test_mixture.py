@@ -82,3 +82,57 @@ def test_bad_inputs(tmp_path):
   bad.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
   with pytest.raises(errors.UserError, match=r's.jsonl:2: not valid JSON'):
     list(mixture.read_jsonl([bad]))
+
+
+def test_trajectory_filter_drops_whole_trajectories():
+  right, wrong = _traj('q1'), _traj('q2', prompts=('Q0', 'Q1'))
+  right['final_answer'], wrong['final_answer'] = 'Paris', 'Rome'
+  examples, stats = mixture.build_examples(
+      [right, wrong], {}, keep=lambda t: t['final_answer'] == 'Paris', filter_name='oracle')
+  assert {e.question_id for e in examples} == {'q1'}
+  assert stats.trajectories == 2 and stats.filtered_trajectories == 1
+  assert stats.trajectory_filter == 'oracle'
+
+
+def test_oracle_trajectory_filter_in_the_phase(tmp_path):
+  from restreact_jax.rest import phases  # pylint: disable=g-import-not-at-top
+  right, wrong = _traj('q1'), _traj('q2', prompts=('Q0', 'Q1'))
+  right['final_answer'] = 'It was Lake Miro [link_id=1]. The answer is Lake Miro.'
+  wrong['final_answer'] = 'The answer is Lake Seno.'
+  traj_dir, rank_dir = tmp_path / 'trajectories', tmp_path / 'rankings'
+  traj_dir.mkdir()
+  rank_dir.mkdir()
+  (traj_dir / 'shard-00000-of-00001.jsonl').write_text(
+      json.dumps(right) + '\n' + json.dumps(wrong) + '\n')
+  # The ranker preferred candidate b, and only b was acceptable: the oracle
+  # filter ignores both and trains on the candidates the trajectory took.
+  (rank_dir / 'rankings.jsonl').write_text(''.join(
+      json.dumps({'question_id': q, 'repeat': 0, 'step_index': i, 'order': [1, 0, 2],
+                  'acceptable': [False, True, False]}) + '\n'
+      for q in ('q1', 'q2') for i in (0, 1)))
+  questions = tmp_path / 'train.jsonl'
+  questions.write_text(json.dumps({'id': 'q1', 'answers': ['Lake Miro']}) + '\n' +
+                       json.dumps({'id': 'q2', 'answers': ['Lake Tavo']}) + '\n')
+  out = tmp_path / 'out'
+  out.mkdir()
+  stats = phases.build_mixture(out, trajectories_dir=traj_dir, rankings_dir=rank_dir,
+                               vocab_path=None, max_input_length=None, max_target_length=None,
+                               only_acceptable=True, trajectory_filter='oracle',
+                               questions_path=questions)
+  assert stats['filtered_trajectories'] == 1 and stats['trajectory_filter'] == 'oracle'
+  assert stats['examples'] == 2
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  targets = sorted(tf.train.Example.FromString(r.numpy()).features.feature['targets']
+                   .bytes_list.value[0].decode()
+                   for f in out.glob('*.tfrecord') for r in tf.data.TFRecordDataset(str(f)))
+  assert targets == ['P0-a# [END]', 'P1-a# [END]']
+  # Without labels for a question, one clear error.
+  questions.write_text(json.dumps({'id': 'q1', 'answers': ['Lake Miro']}) + '\n')
+  with pytest.raises(errors.UserError, match="no gold answers for question 'q2'"):
+    phases.build_mixture(out, trajectories_dir=traj_dir, rankings_dir=rank_dir,
+                         vocab_path=None, max_input_length=None, max_target_length=None,
+                         trajectory_filter='oracle', questions_path=questions)
+  with pytest.raises(errors.UserError, match='trajectory_filter'):
+    phases.build_mixture(out, trajectories_dir=traj_dir, rankings_dir=rank_dir,
+                         vocab_path=None, max_input_length=None, max_target_length=None,
+                         trajectory_filter='gold', questions_path=questions)

@@ -62,6 +62,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          entity_tokens: bool = False,
          name_masking: bool = False,
          only_acceptable: bool = False,
+         trajectory_filter: str | None = None,
          snippet_chars: int = 200,
          rollout_num_samples: int | None = None,
          vocab_model_type: str = 'unigram',
@@ -119,6 +120,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     vocab_model_type: SentencePiece 'unigram' or 'bpe'.
     name_masking: models see entity names as per-text placeholders.
     only_acceptable: train only on candidates the rater rules accept.
+    trajectory_filter: None, or 'oracle' (ablation, uses labels): train only on
+      trajectories whose final answer is right, on the steps they took.
     snippet_chars: the longest search snippet.
     rollout_num_samples: candidates per step in training rollouts (None: the
       agent's num_samples).
@@ -169,6 +172,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       seed_fraction=float(seed_fraction), pilot_questions=int(pilot_questions),
       entity_tokens=as_bool(entity_tokens), vocab_model_type=str(vocab_model_type),
       name_masking=as_bool(name_masking), only_acceptable=as_bool(only_acceptable),
+      trajectory_filter=(None if trajectory_filter in (None, '', 'none', 'None')
+                         else str(trajectory_filter)),
       snippet_chars=int(snippet_chars),
       rollout_num_samples=int(rollout_num_samples) if rollout_num_samples else None,
       eval_runs=int(eval_runs), dev_eval_students=as_bool(dev_eval_students),

@@ -81,6 +81,9 @@ class RestConfig:
       examples are written masked, rollouts mask and unmask around the model.
     only_acceptable: train only on candidates the rater rules accept (the
       label-free "filter bad actions"; see `rest.mixture`).
+    trajectory_filter: None, or 'oracle' (an ablation that uses labels): train
+      only on the steps, as taken, of trajectories whose final answer is right
+      by the gold answers — what a perfect trajectory-level filter would give.
     snippet_chars: the longest search snippet (whole sentences around the one
       that best matches the query; ~90 gives one sentence).
     rollout_num_samples: candidates per step in the training rollouts only
@@ -134,6 +137,7 @@ class RestConfig:
   entity_tokens: bool = False
   name_masking: bool = False
   only_acceptable: bool = False
+  trajectory_filter: str | None = None
   snippet_chars: int = 200
   rollout_num_samples: int | None = None
   vocab_model_type: str = 'unigram'
@@ -182,6 +186,9 @@ class RestConfig:
       raise errors.UserError(f'rest.eval_runs must be >= 1, got {self.eval_runs}')
     if self.pilot_questions < 0:
       raise errors.UserError(f'rest.pilot_questions must be >= 0, got {self.pilot_questions}')
+    if self.trajectory_filter not in (None, 'oracle'):
+      raise errors.UserError(
+          f"rest.trajectory_filter {self.trajectory_filter!r}; choose None or 'oracle'")
     if self.snippet_chars < 20:
       raise errors.UserError(f'rest.snippet_chars must be >= 20, got {self.snippet_chars}')
     if self.rollout_num_samples is not None and self.rollout_num_samples < 1:
@@ -519,15 +526,23 @@ class _Steps:
         out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories',
         rankings_dir=self.root / f'gen_{g}' / 'rankings', vocab_path=self.vocab_path,
         max_input_length=max_in, max_target_length=max_out, exp_dir=self.root,
-        name_masking=self.cfg.name_masking, only_acceptable=self.cfg.only_acceptable),
+        name_masking=self.cfg.name_masking, only_acceptable=self.cfg.only_acceptable,
+        trajectory_filter=self.cfg.trajectory_filter,
+        questions_path=self.root / 'world' / 'questions' / 'train.jsonl'),
                      output=f'gen_{g}/ranked',
                      deps=[f'gen_{g}/rollout', f'gen_{g}/rank', 'vocab'],
                      config={'max_input_length': max_in, 'max_target_length': max_out,
                              'masking': self.cfg.name_masking,
-                             'only_acceptable': self.cfg.only_acceptable})
+                             'only_acceptable': self.cfg.only_acceptable,
+                             **({'trajectory_filter': self.cfg.trajectory_filter}
+                                if self.cfg.trajectory_filter else {})})
     if stats is not None:
+      kept = ''
+      if stats.get('trajectory_filter'):
+        kept = (f' ({stats["trajectories"] - stats["filtered_trajectories"]} kept by the '
+                f'{stats["trajectory_filter"]} trajectory filter)')
       self.log(f'[gen_{g}/mixture] {stats["examples"]} examples from {stats["trajectories"]} '
-               f'trajectories: {stats["per_step_type"]}')
+               f'trajectories{kept}: {stats["per_step_type"]}')
     return stats
 
   # -- evaluation and selection -------------------------------------------------

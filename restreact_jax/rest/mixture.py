@@ -12,6 +12,12 @@ rater rules accept (`RuleRanker.acceptable`, recorded by the rank phase; no
 labels), and a step with none is left out: the rater instructions' "filter
 bad actions", which matters when the policy is weak and most candidates are.
 
+A trajectory filter (`keep`) drops whole trajectories before that: the
+loop's `trajectory_filter = 'oracle'` keeps only trajectories whose final
+answer is right by the gold answers and trains on the steps they took (the
+ReST/STaR filter with a gold reward — an ablation that measures what a
+perfect filter would give, never a default, recorded in `stats.json`).
+
 Examples are deduplicated on (inputs, targets), filtered by length, counted per
 step type, and written as TFRecord files `<step_type>.tfrecord` (features
 `inputs`, `targets`, `step_type`, `question_id`) plus `stats.json`.
@@ -52,6 +58,8 @@ class MixtureStats:
   no_parseable_candidate: int = 0
   unranked_steps: int = 0
   unacceptable: int = 0
+  filtered_trajectories: int = 0
+  trajectory_filter: str = ''
   per_step_type: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -136,17 +144,24 @@ def build_examples(trajectories: Iterable[dict[str, Any]],
                    length_fn: Callable[[str], int] = len,
                    max_input_length: int | None = None,
                    max_target_length: int | None = None,
-                   acceptable: dict[tuple[str, int, int], list[bool]] | None = None
+                   acceptable: dict[tuple[str, int, int], list[bool]] | None = None,
+                   keep: Callable[[dict[str, Any]], bool] | None = None,
+                   filter_name: str = ''
                    ) -> tuple[list[StepExample], MixtureStats]:
   """Splits, deduplicates and length-filters; returns examples and counts.
 
   `acceptable`: see `step_examples` (None keeps every step's best candidate).
+  `keep`: a trajectory filter (None keeps all); `filter_name` labels it in
+  the stats.
   """
-  stats = MixtureStats()
+  stats = MixtureStats(trajectory_filter=filter_name)
   seen: set[tuple[str, str]] = set()
   kept = []
   for trajectory in trajectories:
     stats.trajectories += 1
+    if keep is not None and not keep(trajectory):
+      stats.filtered_trajectories += 1
+      continue
     for ex in step_examples(trajectory, rankings, stats, acceptable):
       key = (ex.inputs, ex.targets)
       if key in seen:

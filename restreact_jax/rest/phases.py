@@ -20,11 +20,11 @@ import hashlib
 import json
 import pathlib
 import shutil
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from restreact_jax import errors
+from restreact_jax import errors, jsonl
 from restreact_jax.models import configs as model_configs
 
 # ---------------------------------------------------------------------------
@@ -521,16 +521,38 @@ def oracle_agreement(ranked: Sequence[Any], oracle_ranked: Sequence[Any]) -> dic
   }
 
 
+def gold_answer_filter(questions_path: pathlib.Path | None) -> Callable[[dict[str, Any]], bool]:
+  """Keeps a trajectory whose final answer matches its question's gold answers."""
+  from restreact_jax.evaluation import matcher  # pylint: disable=g-import-not-at-top
+  if questions_path is None or not pathlib.Path(questions_path).is_file():
+    raise errors.UserError(f'trajectory_filter oracle: no questions file {questions_path}')
+  gold = {str(q['id']): [str(a) for a in q.get('answers') or ()]
+          for q in jsonl.iter_jsonl(questions_path)}
+
+  def keep(trajectory: dict[str, Any]) -> bool:
+    answers = gold.get(str(trajectory.get('question_id')))
+    if not answers:
+      raise errors.UserError(f'trajectory_filter oracle: no gold answers for question '
+                             f'{trajectory.get("question_id")!r} in {questions_path}')
+    return matcher.matches(str(trajectory.get('final_answer') or ''), answers)
+  return keep
+
+
 def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
                   rankings_dir: pathlib.Path, vocab_path: str | None,
                   max_input_length: int | None, max_target_length: int | None,
                   exp_dir: pathlib.Path | None = None,
-                  name_masking: bool = False, only_acceptable: bool = False) -> dict[str, Any]:
+                  name_masking: bool = False, only_acceptable: bool = False,
+                  trajectory_filter: str | None = None,
+                  questions_path: pathlib.Path | None = None) -> dict[str, Any]:
   """Per-step-type TFRecords + `stats.json` into `out`, with the rankings beside them.
 
   With `name_masking` the examples are written masked (lengths are counted on
   the masked text the model trains on). With `only_acceptable` targets are
   restricted to candidates the rater rules accept (`mixture` module docstring).
+  With `trajectory_filter='oracle'` (an ablation) only trajectories whose
+  final answer matches the gold answers in `questions_path` are kept, and
+  their steps are trained on as taken (the rankings are not used).
   """
   from restreact_jax.rest import mixture  # pylint: disable=g-import-not-at-top
   length_fn = token_length_fn(vocab_path)
@@ -542,11 +564,18 @@ def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
   acceptable = None
   if only_acceptable:
     acceptable = {key: list(row.get('acceptable') or ()) for key, row in rows.items()}
+  rankings = {key: list(row['order']) for key, row in rows.items()}
+  keep = None
+  if trajectory_filter == 'oracle':
+    keep = gold_answer_filter(questions_path)
+    rankings, acceptable = {}, None  # the steps that reached the answer, as taken
+  elif trajectory_filter:
+    raise errors.UserError(f"trajectory_filter {trajectory_filter!r}; choose None or 'oracle'")
   examples, stats = mixture.build_examples(
-      read_trajectories(trajectories_dir),
-      {key: list(row['order']) for key, row in rows.items()},
+      read_trajectories(trajectories_dir), rankings,
       length_fn=length_fn, max_input_length=max_input_length,
-      max_target_length=max_target_length, acceptable=acceptable)
+      max_target_length=max_target_length, acceptable=acceptable, keep=keep,
+      filter_name=trajectory_filter or '')
   if m is not None:
     examples = [dataclasses.replace(e, **dict(zip(('inputs', 'targets'),
                                                    m.mask_pair(e.inputs, e.targets))))
