@@ -138,6 +138,24 @@ def step_examples(trajectory: dict[str, Any],
   return examples
 
 
+def gold_answer_filter(questions_path: str | os.PathLike[str] | None
+                       ) -> Callable[[dict[str, Any]], bool]:
+  """Keeps a trajectory whose final answer matches its question's gold answers."""
+  from restreact_jax.evaluation import matcher  # pylint: disable=g-import-not-at-top
+  if questions_path is None or not pathlib.Path(questions_path).is_file():
+    raise errors.UserError(f'trajectory_filter oracle: no questions file {questions_path}')
+  gold = {str(q['id']): [str(a) for a in q.get('answers') or ()]
+          for q in jsonl.iter_jsonl(questions_path)}
+
+  def keep(trajectory: dict[str, Any]) -> bool:
+    answers = gold.get(str(trajectory.get('question_id')))
+    if not answers:
+      raise errors.UserError(f'trajectory_filter oracle: no gold answers for question '
+                             f'{trajectory.get("question_id")!r} in {questions_path}')
+    return matcher.matches(str(trajectory.get('final_answer') or ''), answers)
+  return keep
+
+
 def build_examples(trajectories: Iterable[dict[str, Any]],
                    rankings: dict[tuple[str, int, int], list[int]],
                    *,

@@ -20,11 +20,11 @@ import hashlib
 import json
 import pathlib
 import shutil
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from restreact_jax import errors, jsonl
+from restreact_jax import errors
 from restreact_jax.models import configs as model_configs
 
 # ---------------------------------------------------------------------------
@@ -521,23 +521,6 @@ def oracle_agreement(ranked: Sequence[Any], oracle_ranked: Sequence[Any]) -> dic
   }
 
 
-def gold_answer_filter(questions_path: pathlib.Path | None) -> Callable[[dict[str, Any]], bool]:
-  """Keeps a trajectory whose final answer matches its question's gold answers."""
-  from restreact_jax.evaluation import matcher  # pylint: disable=g-import-not-at-top
-  if questions_path is None or not pathlib.Path(questions_path).is_file():
-    raise errors.UserError(f'trajectory_filter oracle: no questions file {questions_path}')
-  gold = {str(q['id']): [str(a) for a in q.get('answers') or ()]
-          for q in jsonl.iter_jsonl(questions_path)}
-
-  def keep(trajectory: dict[str, Any]) -> bool:
-    answers = gold.get(str(trajectory.get('question_id')))
-    if not answers:
-      raise errors.UserError(f'trajectory_filter oracle: no gold answers for question '
-                             f'{trajectory.get("question_id")!r} in {questions_path}')
-    return matcher.matches(str(trajectory.get('final_answer') or ''), answers)
-  return keep
-
-
 def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
                   rankings_dir: pathlib.Path, vocab_path: str | None,
                   max_input_length: int | None, max_target_length: int | None,
@@ -567,7 +550,7 @@ def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
   rankings = {key: list(row['order']) for key, row in rows.items()}
   keep = None
   if trajectory_filter == 'oracle':
-    keep = gold_answer_filter(questions_path)
+    keep = mixture.gold_answer_filter(questions_path)
     rankings, acceptable = {}, None  # the steps that reached the answer, as taken
   elif trajectory_filter:
     raise errors.UserError(f"trajectory_filter {trajectory_filter!r}; choose None or 'oracle'")
