@@ -199,10 +199,15 @@ def mixture_rates(counts: Mapping[str, int],
                   rates: Mapping[str, float] | None = None) -> dict[str, float]:
   """Mixing rate per step type with examples.
 
+  Rates are per-example weights: a type's rate is its example count times its
+  weight, so `{'decision': 1.0, 'summarize': 1.0}` mixes the two in proportion
+  to their examples and leaves the other types out (a per-task rate would
+  repeat a type with 10 examples as often as one with 100).
+
   Args:
     counts: examples per step type.
-    rates: explicit rates per step type (missing types get 0); None means
-      proportional to the example counts.
+    rates: per-example weight per step type (missing types get 0); None means
+      weight 1 for every type.
 
   Returns:
     `{step_type: rate}` for every type with examples and a positive rate.
@@ -217,7 +222,7 @@ def mixture_rates(counts: Mapping[str, int],
   out = {}
   for step_type in STEP_TYPES:
     n = int(counts.get(step_type, 0))
-    rate = float(n) if rates is None else float(rates.get(step_type, 0.0))
+    rate = float(n) * (1.0 if rates is None else float(rates.get(step_type, 0.0)))
     if n > 0 and rate > 0:
       out[step_type] = rate
   return out
@@ -254,7 +259,8 @@ def register_generation(exp_dir: str | os.PathLike[str], generation: int,
     exp_dir: the experiment directory.
     generation: g >= 1.
     vocab_path: SentencePiece model (None: bytes).
-    rates: per-step-type mixing rates; None: proportional to examples.
+    rates: per-example weight per step type (see `mixture_rates`); None:
+      every type in proportion to its examples.
     seed_fraction: share of seed exemplars mixed in (0: none, the paper's way).
 
   Returns:

@@ -1,5 +1,6 @@
 """Tests for the AI-feedback rankers (LLM, rule-based, self-consistency, oracle, weighted)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -16,14 +17,14 @@ from restreact_jax.feedback.step_context import Candidate, StepContext, step_con
 from restreact_jax.llm import Sample
 from restreact_jax.search.types import ResultItem
 
-QUESTION = "In what city was the author of 'The Glass Orchard' born?"
-R1 = [{'link_id': 1, 'link_text': 'The Glass Orchard', 'snippet': "'The Glass Orchard' is a 1984 novel by Mira Castell.", 'doc_id': 'd1'},
+QUESTION = "In what city was the writer of 'The Glass Orchard' born?"
+R1 = [{'link_id': 1, 'link_text': 'The Glass Orchard', 'snippet': "'The Glass Orchard' is a 1984 novel written by Mira Castell.", 'doc_id': 'd1'},
       {'link_id': 2, 'link_text': 'Orchard farming', 'snippet': 'Apple orchards need pruning in winter.', 'doc_id': 'd2'}]
 R2 = [{'link_id': 3, 'link_text': 'Mira Castell', 'snippet': 'Mira Castell (born 1958 in Lowbridge) is a novelist.', 'doc_id': 'd3'},
       {'link_id': 4, 'link_text': 'Lowbridge', 'snippet': 'Lowbridge is a port town.', 'doc_id': 'd4'}]
-SUM1 = "According to [link_id=1], 'The Glass Orchard' is a novel by Mira Castell."
+SUM1 = "According to [link_id=1], 'The Glass Orchard' is a novel written by Mira Castell."
 SUM2 = 'According to [link_id=3], Mira Castell was born in Lowbridge.'
-ANSWER = "'The Glass Orchard' was written by Mira Castell [link_id=1], who was born in Lowbridge [link_id=3]."
+ANSWER = "'The Glass Orchard' is a novel written by Mira Castell [link_id=1], who was born in Lowbridge [link_id=3]."
 REVISED = 'Mira Castell, the author, was born in Lowbridge [link_id=3].'
 
 
@@ -166,7 +167,41 @@ def test_rules_accept_only_fully_grounded_candidates_without_penalties():
   ])
   rules = RuleRanker()
   assert [rules.acceptable(ctx, c) for c in cands] == [True, False, False, False]
-  assert rules.acceptable(ctx, cands[1], min_support=0.5)
+  # "born in Paris in 1901": no snippet sentence states it, at any support level.
+  assert 'unstated_claim' in rules.score(ctx, cands[1])
+  assert not rules.acceptable(ctx, cands[1], min_support=0.5)
+
+
+def test_rules_reject_summaries_that_recombine_or_restate_facts():
+  ctx = contexts()[1]
+  shown = (ResultItem(1, 'The Glass Orchard', 'The Glass Orchard was directed by Ada Vell. '
+                      'The Glass Orchard was produced by Tarn Films.'),)
+  ctx = dataclasses.replace(ctx, question='Who founded the company that produced The Glass Orchard?',
+                            current_results=shown, shown_links=shown)
+  rules = RuleRanker()
+  cands = as_cands([
+      select('The Glass Orchard was produced by Tarn Films [link_id=1].', [1]),   # stated
+      select('The Glass Orchard was produced by Ada Vell [link_id=1].', [1]),     # recombined
+      select('The Glass Orchard was directed by Ada Vell [link_id=1].', [1]),     # not asked for
+      select('The Glass Orchard was produced by The Glass Orchard [link_id=1].', [1]),  # nothing new
+  ])
+  scores = [rules.score(ctx, c) for c in cands]
+  assert [rules.acceptable(ctx, c) for c in cands] == [True, False, False, False]
+  assert 'unstated_claim' in scores[1] and 'off_question' in scores[2]
+  assert 'no_progress' in scores[3]
+  assert best(rules.rank(ctx, cands)) == 0
+
+
+def test_rules_answer_conclusion_must_come_from_the_evidence():
+  ctx = contexts()[5]
+  rules = RuleRanker()
+  good = as_cands([{'type': 'Answer', 'thoughts': 't', 'answer': ANSWER + ' The answer is Lowbridge.'}])[0]
+  elsewhere = as_cands([{'type': 'Answer', 'thoughts': 't', 'answer': ANSWER + ' The answer is Paris.'}])[0]
+  restated = as_cands([{'type': 'Answer', 'thoughts': 't',
+                        'answer': ANSWER + " The answer is The Glass Orchard."}])[0]
+  assert not any(k.endswith('unsupported_conclusion') for k in rules.score(ctx, good))
+  assert 'unsupported_conclusion' in rules.score(ctx, elsewhere)
+  assert 'unsupported_conclusion' in rules.score(ctx, restated)
 
 
 def test_rules_summarize_selecting_nothing_is_right_when_nothing_is_relevant():
@@ -383,3 +418,28 @@ def test_llm_ranker_inside_weighted_still_makes_one_call():
   out = ranker.rank_batch(items)
   assert len(out) == 3 and len(llm.calls) == 1
   assert all(math.isfinite(s) for r in out for s in r.scores)
+
+
+def test_rules_filter_steps_taken_after_an_unsound_summary():
+  # The first summary names the wrong relation: "directed" is not stated by R1.
+  bad = trajectory()
+  bad['steps'][1]['candidates'][0]['parse']['action'] = select(
+      "According to [link_id=1], 'The Glass Orchard' was directed by Mira Castell.", [1])
+  rules = RuleRanker()
+  clean, unsound = contexts()[2], [ctx for ctx, _ in step_contexts(bad)][2]
+  query = as_cands([search('Mira Castell born')])[0]
+  assert rules.sound_history(clean) and not rules.sound_history(unsound)
+  assert rules.acceptable(clean, query)
+  assert 'unsound_history' in rules.score(unsound, query)
+  assert not rules.acceptable(unsound, query)
+
+
+def test_rules_answer_before_the_chain_is_complete_is_penalised():
+  ctx = contexts()[5]
+  early = dataclasses.replace(ctx, summaries=ctx.summaries[:1])   # only "written by"
+  answer = as_cands([{'type': 'Answer', 'thoughts': 't',
+                      'answer': "'The Glass Orchard' is a novel written by Mira Castell [link_id=1]. "
+                                'The answer is Mira Castell.'}])[0]
+  rules = RuleRanker()
+  assert 'incomplete_chain' in rules.score(early, answer)
+  assert 'incomplete_chain' not in rules.score(ctx, answer)

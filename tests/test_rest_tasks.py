@@ -93,10 +93,15 @@ def test_generation_mixture_rates_follow_example_counts(tmp_path):
 
 def test_generation_mixture_explicit_rates_and_seed_share(tmp_path):
   exp = _ranked_exp(tmp_path, {'decision': 4, 'answer': 2})
+  # Per-example weights: 4 x 1.0 : 2 x 3.0.
   rest_tasks.register_generation(exp, 1, None, rates={'decision': 1.0, 'answer': 3.0})
   mix = seqio.get_mixture_or_task('restreact_gen1_mixture')
   assert {t.name: mix.get_rate(t) for t in mix.tasks} == pytest.approx({
-      'restreact_gen1_decision': 0.25, 'restreact_gen1_answer': 0.75})
+      'restreact_gen1_decision': 0.4, 'restreact_gen1_answer': 0.6})
+  # Weight 0 (or a missing type) leaves a type out; equal weights follow the counts.
+  rest_tasks.register_generation(exp, 1, None, rates={'decision': 1.0, 'answer': 0.0})
+  mix = seqio.get_mixture_or_task('restreact_gen1_mixture')
+  assert [t.name for t in mix.tasks] == ['restreact_gen1_decision']
   rest_tasks.write_seed(tmp_path / 'gen_0' / 'seed')
   rest_tasks.register_generation(exp, 1, None, seed_fraction=0.25)
   mix = seqio.get_mixture_or_task('restreact_gen1_mixture')

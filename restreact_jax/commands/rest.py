@@ -111,7 +111,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     ranker_by_generation: per-generation override of `ranker`.
     rule_weight: rule rater weight in 'default'.
     consistency_weight: self-consistency weight in 'default'.
-    mixture_rates: per-step-type rates (None: proportional to examples).
+    mixture_rates: per-example weight per step type (0 or missing: left
+      out; None: every type in proportion to its examples).
     seed_fraction: share of seed exemplars in every generation's data (0:
       the paper's setting).
     pilot_questions: labelled pilot questions (the last N of train): gen 0

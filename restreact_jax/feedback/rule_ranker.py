@@ -17,9 +17,18 @@ links, the answer under check):
   (an operator, not a bare number), be new, and the question should ask for
   a quantity; earlier results count as evidence for the answer;
 * summarize: cited ids ⊆ selected ids ⊆ shown ids; the summary's claim tokens
-  must occur in the selected snippets; selected links should be relevant;
+  must occur in the selected snippets; selected links should be relevant; and
+  claim by claim (`claims`): each sentence stated by one snippet sentence,
+  one of them about a relation the question asks for, each naming something
+  known and something new;
 * answer: supported by the summaries and selected snippets, cites selected
-  links, and contains an answer-like span;
+  links, and contains an answer-like span; its claim sentences stated by a
+  summary or snippet sentence, its "The answer is X" naming something the
+  evidence states and (unless the question offers a choice) the question
+  does not;
+* every step: taken after a summary that fails the claim rules, it is
+  penalised (the same for all its candidates, so it only filters): the state
+  it was taken in is unsound — later queries chase a misstated entity;
 * relevance / grounding checks: prefer `Check_Answer(passed=True)` when the
   answer under check is relevant / grounded, `Revise_Answer` (scored by the
   revision's own grounding) when it is not.
@@ -35,6 +44,7 @@ import re
 from typing import Any, Sequence
 
 from restreact_jax.agent import calculator
+from restreact_jax.feedback import claims as cl
 from restreact_jax.feedback import text_overlap as ov
 from restreact_jax.feedback.rankers import Ranking, SequentialRanker, order_by_scores
 from restreact_jax.feedback.step_context import Candidate, StepContext
@@ -86,6 +96,12 @@ class RuleWeights:
   calc_ungrounded: float = -2.0   # x fraction of its numbers seen nowhere
   calc_trivial: float = -1.0      # a bare number: nothing computed
   calc_needless: float = -1.0     # the question asks for no quantity
+  unstated_claim: float = -2.0    # a claim sentence no single source sentence states
+  off_question: float = -1.0      # no claim is about a relation the question asks for
+  no_progress: float = -1.0       # a claim names nothing known or nothing new
+  unsupported_conclusion: float = -2.0  # "The answer is X" with X not in the evidence
+  unsound_history: float = -1.0   # an earlier summary fails the claim rules
+  incomplete_chain: float = -1.5  # answering before the summaries state what is asked
 
 
 def _past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
@@ -98,10 +114,19 @@ def _past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
 _SUPPORT_RULES = ('query_grounding', 'claim_support', 'support', 'revised_support')
 
 
+def _calculations(ctx: StepContext) -> list[str]:
+  return [f'{c.expression} = {c.text}' for c in _past_calculations(ctx) if c.ok]
+
+
 def _evidence(ctx: StepContext) -> list[str]:
-  calcs = [f'{c.expression} = {c.text}' for c in _past_calculations(ctx) if c.ok]
   return (list(ctx.summaries) + [f'{r.link_text} {r.snippet}' for r in ctx.selected_links]
-          + calcs)
+          + _calculations(ctx))
+
+
+def _sources(ctx: StepContext) -> list[str]:
+  """What the answer's facts must be stated by: the selected snippets and the
+  calculator's results, not the agent's own summaries."""
+  return [f'{r.link_text}. {r.snippet}' for r in ctx.selected_links] + _calculations(ctx)
 
 
 def numbers_in(text: str) -> set[float]:
@@ -123,13 +148,15 @@ def expression_numbers(expression: str) -> list[float]:
 def answer_ready(ctx: StepContext) -> bool:
   """Whether the summaries so far already answer the question (label-free).
 
-  The summaries must cover most of the question's content tokens and the
-  latest summary must contain an answer-like span.
+  The summaries must cover most of the question's content tokens and state
+  (nearly) every relation it asks for, and the latest summary must contain an
+  answer-like span.
   """
   if not ctx.summaries or not any(s.strip() for s in ctx.summaries):
     return False
   coverage = ov.support(ctx.question, ctx.summaries)
-  return coverage >= 0.6 and ov.answer_like(ctx.question, ctx.summaries[-1])
+  return (coverage >= 0.6 and cl.complete(ctx.question, ctx.summaries)
+          and ov.answer_like(ctx.question, ctx.summaries[-1]))
 
 
 def _norm_query(q: str) -> frozenset[str]:
@@ -203,6 +230,7 @@ class RuleRanker(SequentialRanker):
       s['claim_support'] = self.w.grounding * frac * ov.support(
           summary, [f'{r.link_text} {r.snippet}' for r in chosen])
       s['relevance'] = self.w.relevance * frac if frac == 1 else self.w.off_topic * (1 - frac)
+      self._claims(ctx, summary, [f'{r.link_text}. {r.snippet}' for r in chosen], s)
     elif cited:
       s['ids'] = self.w.bad_ids
     else:
@@ -211,8 +239,62 @@ class RuleRanker(SequentialRanker):
       if any(len(q & ov.content_tokens(f'{r.link_text} {r.snippet}')) >= 2 for r in shown.values()):
         s['missed_relevant'] = self.w.missed_relevant
 
+  def _claims(self, ctx: StepContext, summary: str, sources: list[str],
+              s: dict[str, float]) -> None:
+    """Claim-level rules of a summary (see `claims`)."""
+    s.update(self._summary_rules(ctx.question, summary, sources, ctx.summaries))
+
+  def _summary_rules(self, question: str, summary: str, sources: Sequence[str],
+                     earlier: Sequence[str]) -> dict[str, float]:
+    s = {}
+    if not cl.entailed(summary, sources):
+      s['unstated_claim'] = self.w.unstated_claim
+    elif not cl.relevant(summary, question):
+      s['off_question'] = self.w.off_question
+    if not cl.connected(summary, cl.known_names(question, earlier)):
+      s['no_progress'] = self.w.no_progress
+    return s
+
+  def sound_history(self, ctx: StepContext) -> bool:
+    """Whether every summary taken so far passes the claim rules."""
+    earlier: list[str] = []
+    for a in ctx.past_actions:
+      if a.get('type') != 'LinkSelection':
+        continue
+      summary = str(a.get('grounded_summarization', ''))
+      links = a.get('selected_links') or ()
+      sources = [f'{r.link_text}. {r.snippet}' for r in links]
+      if links and self._summary_rules(ctx.question, summary, sources, earlier):
+        return False
+      earlier.append(summary)
+    return True
+
+  def _answer_claims(self, ctx: StepContext, answer: str, s: dict[str, float],
+                     prefix: str = '') -> None:
+    """Claim-level rules of an answer.
+
+    Its claim clauses must be stated by the selected snippets or a
+    calculation; "The answer is X" needs X in a stated claim clause about a
+    relation the question asks for (or in a calculation's result) and, unless
+    the question offers a choice, X must not merely repeat the question.
+    """
+    sources = _sources(ctx)
+    if cl.claims(answer) and not cl.entailed(answer, sources):
+      s[prefix + 'unstated_claim'] = self.w.unstated_claim
+    if not cl.complete(ctx.question, ctx.summaries):
+      s[prefix + 'incomplete_chain'] = self.w.incomplete_chain
+    concluded = cl.conclusion_names(answer)
+    if concluded:
+      stating = [c for c in cl.claims(answer) if cl.entailed(c, sources)
+                 and cl.relevant(c, ctx.question)]
+      shown = cl.known_names('', stating + _calculations(ctx))
+      new = concluded - cl.read(ctx.question)[0]
+      if not concluded <= shown or not (new or cl.offers_choice(ctx.question)):
+        s[prefix + 'unsupported_conclusion'] = self.w.unsupported_conclusion
+
   def _answer_quality(self, ctx: StepContext, answer: str, s: dict[str, float], prefix: str = '') -> None:
     s[prefix + 'support'] = self.w.grounding * ov.support(answer, _evidence(ctx))
+    self._answer_claims(ctx, answer, s, prefix)
     cited = ov.cited_ids(answer)
     selected = {r.link_id for r in ctx.selected_links}
     if not cited:
@@ -228,7 +310,10 @@ class RuleRanker(SequentialRanker):
     answer = ctx.answer or ''
     if not answer.strip():
       return False
-    grounded = ov.support(answer, _evidence(ctx)) >= self.w.grounded_threshold
+    claim_rules: dict[str, float] = {}
+    self._answer_claims(ctx, answer, claim_rules)
+    grounded = (ov.support(answer, _evidence(ctx)) >= self.w.grounded_threshold
+                and not claim_rules)
     if ctx.step_type == 'relevance':
       return grounded and ov.answer_like(ctx.question, answer) and bool(
           ov.content_tokens(answer) & ov.content_tokens(ctx.question))
@@ -267,6 +352,8 @@ class RuleRanker(SequentialRanker):
     empty_comment = any(line.strip() == '#' for line in cand.text.splitlines())
     if empty_fields or empty_comment:
       s['empty'] = self.w.empty
+    if not self.sound_history(ctx):
+      s['unsound_history'] = self.w.unsound_history
     if ctx.step_type == 'decision' and a['type'] == 'Calculate':
       self._calculate(ctx, a, s)
     elif ctx.step_type == 'decision':

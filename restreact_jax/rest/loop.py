@@ -42,7 +42,10 @@ class RestConfig:
     world: the synthetic world's `WorldConfig`.
     models: size name → `TransformerConfig` for the policy and every student.
     policy_size: the size that rolls out (the paper's L).
-    student_sizes: sizes fine-tuned on each mixture (self-distillation).
+    student_sizes: sizes fine-tuned on each mixture (self-distillation). With
+      a fine-tuned gen 0 every student first gets gen 0's own seed fine-tune
+      (`gen_0/models/<size>`): it learns from the same demonstrations as the
+      policy, then from every generation's ranked data.
     generations: G, the number of self-improvement generations.
     vocab_size: SentencePiece pieces (at most every model's vocab_size).
     exemplar_set: the hand-written trajectories ('world' or 'open_domain').
@@ -63,7 +66,8 @@ class RestConfig:
       `restreact rank --ranker=...` sets for the one generation it ranks).
     rule_weight: weight of the rule rater in 'default'.
     consistency_weight: weight of self-consistency in 'default'.
-    mixture_rates: per-step-type mixing rates; None: proportional to examples.
+    mixture_rates: per-example weight per step type (0 or missing: left out);
+      None: every type in proportion to its examples.
     seed_fraction: share of the seed exemplars mixed into every generation's
       training data (0, the paper's setting: no accumulation). A generation
       whose mixture is empty and whose seed_fraction is 0 trains nothing: its
@@ -285,9 +289,10 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
     for size in (cfg.policy_size, *cfg.student_sizes):
       steps.pretrain(size)
     policy = steps.generation_zero()
+    previous = {size: steps.seed_student(size) for size in cfg.student_sizes}
     best = steps.evaluate(policy, 'dev')
     decisions = []
-    previous = {size: None for size in (cfg.policy_size, *cfg.student_sizes)}
+    previous[cfg.policy_size] = None
     for g in range(1, cfg.generations + 1):
       steps.rollout(g, policy)
       steps.rank(g)
@@ -441,6 +446,22 @@ class _Steps:
                 cfg.seed_finetune, f'base/{cfg.policy_size}/checkpoints',
                 ['gen_0/seed', 'vocab', f'base/{cfg.policy_size}'])
     return self._policy(0, cfg.policy_size, name)
+
+  def seed_student(self, size: str) -> Policy | None:
+    """A student's gen 0: its base fine-tuned on the seed data, as the policy's.
+
+    None when gen 0 is a prompted model (no seed fine-tune to share): the
+    student then starts from its base at generation 1.
+    """
+    from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+    cfg = self.cfg
+    if cfg.gen0 == 'prompted':
+      return None
+    name = f'gen_0/models/{size}'
+    self._train(name, size, lambda: rest_tasks.register_seed(self.root, self.vocab_path),
+                cfg.seed_finetune, f'base/{size}/checkpoints',
+                ['gen_0/seed', 'vocab', f'base/{size}'])
+    return self._policy(0, size, name)
 
   def _policy(self, generation: int, size: str, phase: str) -> Policy:
     return Policy(label=f'gen_{generation}/{size}', generation=generation, size=size,
