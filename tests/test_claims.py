@@ -67,3 +67,11 @@ def test_coverage_counts_the_relations_the_summaries_state():
   assert cl.complete('Who directed the film The Iron Crown?',
                      ['The Iron Crown was directed by Lador Torlava.'])
   assert cl.coverage('Is it?', []) == 1.0
+
+
+def test_repetitive_claims_are_garbled():
+  assert cl.repetitive('The Lost Summer was produced The Lost Summer was produced by Duda Studios.')
+  assert cl.repetitive('X was born in Seis in Seis in the city of Seis. The answer is Seis.')
+  assert not cl.repetitive('The Lost Summer was produced by Duda Studios [link_id=1].')
+  # The conclusion may repeat what the claim said.
+  assert not cl.repetitive('Duda Studios made it. The answer is Duda Studios.')

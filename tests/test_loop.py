@@ -37,7 +37,9 @@ def test_config_validation_names_the_bad_setting():
            ({'snippet_chars': 5}, 'rest.snippet_chars'),
            ({'rollout_num_samples': 0}, 'rest.rollout_num_samples'),
            ({'vocab_model_type': 'word'}, 'rest.vocab_model_type'),
-           ({'trajectory_filter': 'gold'}, 'rest.trajectory_filter')]
+           ({'trajectory_filter': 'gold'}, 'rest.trajectory_filter'),
+           ({'dev_eval_runs': 0}, 'rest.dev_eval_runs'),
+           ({'student_seed': phases.TrainSettings(steps=0)}, 'rest.student_seed')]
   for kw, message in cases:
     with pytest.raises(errors.UserError, match=message):
       _config(**kw).validate()
@@ -154,3 +156,81 @@ def test_training_rollouts_may_sample_more_candidates_than_evaluation(tmp_path, 
   steps._rollout_phase('gen_0/eval_rollout/s', 'gen_0/eval_rollouts/s', policy, 'dev', 2, 0,  # pylint: disable=protected-access
                        None)
   assert seen == {'train_unlabeled.jsonl': 16, 'dev.jsonl': 4}
+
+
+class _RecordingSteps:
+  """Stands in for the loop's phases: records which models are trained from what."""
+  calls: list = []
+
+  def __init__(self, cfg, *args):
+    del args
+    self.cfg = cfg
+
+  def __getattr__(self, name):
+    return lambda *a, **k: None
+
+  def seed_student(self, size):
+    self.calls.append(('seed', size))
+    return phases.Policy(f'gen_0/{size}', 0, size, f'gen_0/models/{size}')
+
+  def generation_zero(self):
+    return phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
+
+  def evaluate(self, policy, split):
+    return {'mean': float(policy.generation), 'std': 0.0, 'n_runs': 1}
+
+  def mixture(self, g):
+    return {'examples': 1}
+
+  def finetune(self, g, size, previous):
+    self.calls.append((g, size, previous.phase))
+    return phases.Policy(f'gen_{g}/{size}', g, size, f'gen_{g}/models/{size}')
+
+  def select(self, g, candidate, score, policy, best):
+    return {'kept': True}
+
+  def final_test(self, policy):
+    return {}
+
+
+@pytest.mark.parametrize('last_only', [False, True])
+def test_students_start_from_their_seed_fine_tune(tmp_path, monkeypatch, last_only):
+  _RecordingSteps.calls = []
+  monkeypatch.setattr(loop, '_Steps', _RecordingSteps)
+  cfg = _config(generations=2, distill_last_only=last_only)
+  loop.self_improve(cfg, experiment.Experiment(tmp_path, log=lambda _: None), log=lambda _: None)
+  students = [c for c in _RecordingSteps.calls if c[1] == 'xs']
+  if last_only:
+    assert students == [('seed', 'xs'), (2, 'xs', 'gen_0/models/xs')]
+  else:
+    assert students == [('seed', 'xs'), (1, 'xs', 'gen_0/models/xs'), (2, 'xs', 'gen_1/models/xs')]
+  assert [c for c in _RecordingSteps.calls if c[1] == 's'] == [
+      (1, 's', 'gen_0/models/s'), (2, 's', 'gen_1/models/s')]
+
+
+@pytest.mark.slow
+def test_dev_may_use_fewer_runs_than_test(tmp_path, monkeypatch):
+  seen = {}
+
+  def fake_rollout(out, *, repeats, questions_path, **kwargs):
+    del out, kwargs
+    seen[questions_path.name] = repeats
+    return {}
+
+  def fake_judge(out, *, runs, **kwargs):
+    del out, kwargs
+    seen[f'judge_{len(seen)}'] = runs
+    return {'final': {'mean': 0.0, 'std': 0.0, 'n_runs': runs},
+            'answer_generation': {'mean': 0.0, 'std': 0.0, 'n_runs': runs}}
+  monkeypatch.setattr(phases, 'rollout', fake_rollout)
+  monkeypatch.setattr(phases, 'judge_rollouts', fake_judge)
+  exp = experiment.Experiment(tmp_path, log=lambda _: None)
+  for name in ('world', 'search', 'vocab', 'gen_0/models/s'):
+    exp.run(name, _write(name), output=name)
+  cfg = _config(eval_runs=3, dev_eval_runs=1)
+  steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
+                      lambda _: None)
+  policy = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
+  assert steps.evaluate(policy, 'dev')['n_runs'] == 1
+  assert steps.evaluate(policy, 'test')['n_runs'] == 3
+  assert seen['dev.jsonl'] == 1 and seen['test.jsonl'] == 3

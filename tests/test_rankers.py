@@ -184,11 +184,13 @@ def test_rules_reject_summaries_that_recombine_or_restate_facts():
       select('The Glass Orchard was produced by Ada Vell [link_id=1].', [1]),     # recombined
       select('The Glass Orchard was directed by Ada Vell [link_id=1].', [1]),     # not asked for
       select('The Glass Orchard was produced by The Glass Orchard [link_id=1].', [1]),  # nothing new
+      select('The Glass Orchard was produced The Glass Orchard was produced by Tarn Films '
+             '[link_id=1].', [1]),                                                # garbled
   ])
   scores = [rules.score(ctx, c) for c in cands]
-  assert [rules.acceptable(ctx, c) for c in cands] == [True, False, False, False]
+  assert [rules.acceptable(ctx, c) for c in cands] == [True, False, False, False, False]
   assert 'unstated_claim' in scores[1] and 'off_question' in scores[2]
-  assert 'no_progress' in scores[3]
+  assert 'no_progress' in scores[3] and 'garbled' in scores[4]
   assert best(rules.rank(ctx, cands)) == 0
 
 

@@ -82,7 +82,7 @@ def test_smoke_loop_writes_every_phase(reference):
   exp, proc = reference
   phases = _manifest(exp)
   expected = ['world', 'search', 'gen_0/seed', 'vocab', 'base/tiny', 'base/nano',
-              'gen_0/models/tiny', 'gen_0/eval/tiny', 'report']
+              'gen_0/models/tiny', 'gen_0/models/nano', 'gen_0/eval/tiny', 'report']
   for g in (1, 2):
     expected += [f'gen_{g}/rollout', f'gen_{g}/rank', f'gen_{g}/mixture',
                  f'gen_{g}/models/tiny', f'gen_{g}/models/nano', f'gen_{g}/eval/tiny',

@@ -47,6 +47,8 @@ def rest(exp_dir: str = gin.REQUIRED,
          seed_finetune: TrainSettings = TrainSettings(steps=300),
          finetune: TrainSettings = TrainSettings(steps=500),
          distill: TrainSettings | None = None,
+         student_seed: TrainSettings | None = None,
+         distill_last_only: bool = False,
          init_from: str = 'base',
          repeats: Sequence[int] = (1, 4),
          train_limit: int | None = None,
@@ -67,6 +69,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          rollout_num_samples: int | None = None,
          vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
+         dev_eval_runs: int | None = None,
          dev_eval_students: bool | str = True,
          test_all_generations: bool | str = False,
          eval_limit: int | None = None,
@@ -102,6 +105,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     seed_finetune: gen 0 fine-tune on the exemplars.
     finetune: each generation's policy fine-tune.
     distill: the students' fine-tune (default: `finetune`).
+    student_seed: the students' gen 0 seed fine-tune (default: `seed_finetune`).
+    distill_last_only: fine-tune students on the last generation's data only.
     init_from: 'base' or 'previous'.
     repeats: trajectories per question by generation (last value repeats).
     train_limit: only the first N training questions.
@@ -127,6 +132,7 @@ def rest(exp_dir: str = gin.REQUIRED,
     rollout_num_samples: candidates per step in training rollouts (None: the
       agent's num_samples).
     eval_runs: runs per dev/test question.
+    dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.
     test_all_generations: evaluate every generation's policy on test.
     eval_limit: only the first N dev/test questions.
@@ -164,6 +170,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       student_sizes=tuple(student_sizes), generations=_opt_int(generations, 'generations'),
       vocab_size=int(vocab_size), exemplar_set=exemplar_set, pretrain=pretrain,
       seed_finetune=seed_finetune, finetune=finetune, distill=distill or finetune,
+      student_seed=student_seed, distill_last_only=as_bool(distill_last_only),
       init_from=init_from, repeats=tuple(int(r) for r in repeats),
       train_limit=_opt_int(train_limit, 'train_limit'), agent=agent,
       num_samples_by_size=dict(num_samples_by_size or {}), ranker=ranker,
@@ -177,7 +184,8 @@ def rest(exp_dir: str = gin.REQUIRED,
                          else str(trajectory_filter)),
       snippet_chars=int(snippet_chars),
       rollout_num_samples=int(rollout_num_samples) if rollout_num_samples else None,
-      eval_runs=int(eval_runs), dev_eval_students=as_bool(dev_eval_students),
+      eval_runs=int(eval_runs), dev_eval_runs=_opt_int(dev_eval_runs, 'dev_eval_runs'),
+      dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),
       eval_limit=_opt_int(eval_limit, 'eval_limit'), judge=judge,
       judge_openai_base_url=judge_openai_base_url, judge_openai_model=judge_openai_model,

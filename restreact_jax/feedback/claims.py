@@ -16,6 +16,7 @@ written capitalised or as digits: entities, places, years) and its
 * `connected` / `novel`: every claim sentence names something already known
   (the question's or an earlier summary's names) and something new — a step
   along the question's chain, not a restatement ("X was produced by X");
+* `repetitive`: a claim sentence that repeats three words is garbled;
 * `complete`: the summaries state (nearly) every relation the question asks
   for — the chain is not cut short before the last hop.
 
@@ -84,6 +85,20 @@ def _stated_by(claim: tuple[frozenset[str], frozenset[str]],
 def claims(text: str) -> list[str]:
   """The sentences of a summary or answer that state facts (no conclusion)."""
   return [s for s in sentences(text) if not _CONCLUSION_RE.match(s)]
+
+
+def repetitive(text: str, n: int = 3) -> bool:
+  """Whether a claim sentence says the same three words twice (garbled text).
+
+  "X was produced X was produced by Y" is stated word for word by its source
+  and still not a sentence a rater would accept.
+  """
+  for sentence in claims(text):
+    tokens = matcher.normalize_tokens(sentence)
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    if len(grams) != len(set(grams)):
+      return True
+  return False
 
 
 def clauses(sentence: str) -> list[str]:

@@ -20,7 +20,7 @@ links, the answer under check):
   must occur in the selected snippets; selected links should be relevant; and
   claim by claim (`claims`): each sentence stated by one snippet sentence,
   one of them about a relation the question asks for, each naming something
-  known and something new;
+  known and something new, none repeating itself;
 * answer: supported by the summaries and selected snippets, cites selected
   links, and contains an answer-like span; its claim sentences stated by a
   summary or snippet sentence, its "The answer is X" naming something the
@@ -102,6 +102,7 @@ class RuleWeights:
   unsupported_conclusion: float = -2.0  # "The answer is X" with X not in the evidence
   unsound_history: float = -1.0   # an earlier summary fails the claim rules
   incomplete_chain: float = -1.5  # answering before the summaries state what is asked
+  garbled: float = -1.5           # a claim sentence repeats itself
 
 
 def _past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
@@ -247,6 +248,8 @@ class RuleRanker(SequentialRanker):
   def _summary_rules(self, question: str, summary: str, sources: Sequence[str],
                      earlier: Sequence[str]) -> dict[str, float]:
     s = {}
+    if cl.repetitive(summary):
+      s['garbled'] = self.w.garbled
     if not cl.entailed(summary, sources):
       s['unstated_claim'] = self.w.unstated_claim
     elif not cl.relevant(summary, question):
@@ -279,6 +282,8 @@ class RuleRanker(SequentialRanker):
     the question offers a choice, X must not merely repeat the question.
     """
     sources = _sources(ctx)
+    if cl.repetitive(answer):
+      s[prefix + 'garbled'] = self.w.garbled
     if cl.claims(answer) and not cl.entailed(answer, sources):
       s[prefix + 'unstated_claim'] = self.w.unstated_claim
     if not cl.complete(ctx.question, ctx.summaries):

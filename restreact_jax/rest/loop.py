@@ -53,6 +53,9 @@ class RestConfig:
     seed_finetune: gen 0: the base fine-tuned on the exemplars.
     finetune: a generation's policy fine-tune.
     distill: a generation's student fine-tunes.
+    student_seed: the students' gen 0 seed fine-tune (None: `seed_finetune`).
+    distill_last_only: students are fine-tuned on the last generation's data
+      only (from their seed fine-tune), not on every generation's.
     init_from: 'base' (each generation starts from the base checkpoint) or
       'previous' (from the previous generation's model of that size).
     repeats: trajectories per training question, by generation (g=1 first);
@@ -94,6 +97,8 @@ class RestConfig:
       (the ranker's choice; the paper samples 16 for its smallest model);
       None: the agent's `num_samples`. Evaluation keeps `agent`'s.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
+    dev_eval_runs: runs on dev, where they only decide keep/reject (None:
+      `eval_runs`).
     dev_eval_students: also auto-eval the students on dev every generation
       (they take no part in the keep/reject decision; the test split reports
       them either way).
@@ -126,6 +131,8 @@ class RestConfig:
   seed_finetune: TrainSettings = TrainSettings(steps=300)
   finetune: TrainSettings = TrainSettings(steps=500)
   distill: TrainSettings = TrainSettings(steps=500)
+  student_seed: TrainSettings | None = None
+  distill_last_only: bool = False
   init_from: str = 'base'
   repeats: tuple[int, ...] = (1, 4)
   train_limit: int | None = None
@@ -146,6 +153,7 @@ class RestConfig:
   rollout_num_samples: int | None = None
   vocab_model_type: str = 'unigram'
   eval_runs: int = 3
+  dev_eval_runs: int | None = None
   dev_eval_students: bool = True
   test_all_generations: bool = False
   eval_limit: int | None = None
@@ -188,6 +196,8 @@ class RestConfig:
       raise errors.UserError("rest.gen0 = 'prompted' needs rest.gen0_openai_base_url")
     if self.eval_runs < 1:
       raise errors.UserError(f'rest.eval_runs must be >= 1, got {self.eval_runs}')
+    if self.dev_eval_runs is not None and self.dev_eval_runs < 1:
+      raise errors.UserError(f'rest.dev_eval_runs must be >= 1, got {self.dev_eval_runs}')
     if self.pilot_questions < 0:
       raise errors.UserError(f'rest.pilot_questions must be >= 0, got {self.pilot_questions}')
     if self.trajectory_filter not in (None, 'oracle'):
@@ -207,8 +217,8 @@ class RestConfig:
       if model.vocab_size < self.vocab_size:
         raise errors.UserError(f'model {size!r} has vocab_size {model.vocab_size} < '
                                f'rest.vocab_size {self.vocab_size}')
-    for name in ('pretrain', 'seed_finetune', 'finetune', 'distill'):
-      if getattr(self, name).steps < 1:
+    for name in ('pretrain', 'seed_finetune', 'finetune', 'distill', 'student_seed'):
+      if getattr(self, name) is not None and getattr(self, name).steps < 1:
         raise errors.UserError(f'rest.{name} needs steps >= 1')
 
   def repeats_for(self, generation: int) -> int:
@@ -301,7 +311,9 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
         decisions.append(steps.select(g, None, None, policy, best))
         continue
       candidate = steps.finetune(g, cfg.policy_size, previous[cfg.policy_size] or policy)
-      students = [steps.finetune(g, size, previous[size]) for size in cfg.student_sizes]
+      distill_now = not cfg.distill_last_only or g == cfg.generations
+      students = [steps.finetune(g, size, previous[size])
+                  for size in cfg.student_sizes if distill_now]
       score = steps.evaluate(candidate, 'dev')
       if cfg.dev_eval_students:
         for student in students:
@@ -310,7 +322,7 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
       decisions.append(decision)
       if decision['kept']:
         policy, best = candidate, score
-      previous = {cfg.policy_size: candidate, **{s.size: s for s in students}}
+      previous = {**previous, cfg.policy_size: candidate, **{s.size: s for s in students}}
     test = steps.final_test(policy) if cfg.test else {}
     steps.report()
   except _Stop:
@@ -459,7 +471,7 @@ class _Steps:
       return None
     name = f'gen_0/models/{size}'
     self._train(name, size, lambda: rest_tasks.register_seed(self.root, self.vocab_path),
-                cfg.seed_finetune, f'base/{size}/checkpoints',
+                cfg.student_seed or cfg.seed_finetune, f'base/{size}/checkpoints',
                 ['gen_0/seed', 'vocab', f'base/{size}'])
     return self._policy(0, size, name)
 
@@ -582,16 +594,16 @@ class _Steps:
       eval_name, eval_out = f'test/eval/{key}', f'test/eval/{key}'
     # The same seeds for every model: differences come from the models.
     seed = cfg.seed + (7_000_003 if split == 'dev' else 9_000_011)
-    self._rollout_phase(rollout_name, rollout_out, policy, split, cfg.eval_runs, seed,
-                        cfg.eval_limit)
+    runs = cfg.dev_eval_runs if split == 'dev' and cfg.dev_eval_runs else cfg.eval_runs
+    self._rollout_phase(rollout_name, rollout_out, policy, split, runs, seed, cfg.eval_limit)
     questions_path = self.root / 'world' / 'questions' / f'{split}.jsonl'
     judge = phases.make_judge(cfg.judge, cfg.judge_openai_base_url, cfg.judge_openai_model)
     result = self.run(eval_name, lambda out: phases.judge_rollouts(
         out, rollouts=self.root / rollout_out, questions_path=questions_path, judge=judge,
-        runs=cfg.eval_runs, limit=cfg.eval_limit, progress=cfg.progress),
+        runs=runs, limit=cfg.eval_limit, progress=cfg.progress),
                       output=eval_out, deps=[rollout_name, 'world'],
                       config={'judge': cfg.judge, 'judge_model': cfg.judge_openai_model,
-                              'runs': cfg.eval_runs, 'limit': cfg.eval_limit})
+                              'runs': runs, 'limit': cfg.eval_limit})
     self.eval_phases.append(eval_name)
     self.log(f'[{eval_name}] {policy.label} on {split}: final {_fmt(result["final"])}, '
              f'answer generation {_fmt(result["answer_generation"])}')
