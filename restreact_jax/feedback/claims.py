@@ -8,9 +8,9 @@ reject it; so do these checks. A sentence is read as its **names** (tokens
 written capitalised or as digits: entities, places, years) and its
 **relation words** (the other content words, stemmed). Then, label-free:
 
-* `entailed`: every claim sentence has one evidence sentence that holds all of
-  its names and all of its relation words — the same fact, not a
-  recombination of two;
+* `entailed`: every claim clause ("X wrote Y, who was born in Z" has two)
+  has one evidence sentence that holds all of its names and all of its
+  relation words — the same fact, not a recombination of two;
 * `relevant`: some claim sentence shares a relation word with the question
   ("directed" for "the director of"), so the fact is one the question needs;
 * `connected` / `novel`: every claim sentence names something already known

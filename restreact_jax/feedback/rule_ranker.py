@@ -22,10 +22,12 @@ links, the answer under check):
   one of them about a relation the question asks for, each naming something
   known and something new, none repeating itself;
 * answer: supported by the summaries and selected snippets, cites selected
-  links, and contains an answer-like span; its claim sentences stated by a
-  summary or snippet sentence, its "The answer is X" naming something the
-  evidence states and (unless the question offers a choice) the question
-  does not;
+  links, and contains an answer-like span; its claim clauses stated by a
+  selected snippet sentence (or a calculation), its "The answer is X" taken
+  from such a clause about a relation the question asks for and (unless the
+  question offers a choice) not a name of the question; the summaries must
+  state (nearly) every relation the question asks for (also what makes
+  `Terminate` ready);
 * every step: taken after a summary that fails the claim rules, it is
   penalised (the same for all its candidates, so it only filters): the state
   it was taken in is unsound — later queries chase a misstated entity;
@@ -125,8 +127,7 @@ def _evidence(ctx: StepContext) -> list[str]:
 
 
 def _sources(ctx: StepContext) -> list[str]:
-  """What the answer's facts must be stated by: the selected snippets and the
-  calculator's results, not the agent's own summaries."""
+  """What an answer's facts must be stated by (not the agent's own summaries)."""
   return [f'{r.link_text}. {r.snippet}' for r in ctx.selected_links] + _calculations(ctx)
 
 
@@ -247,6 +248,7 @@ class RuleRanker(SequentialRanker):
 
   def _summary_rules(self, question: str, summary: str, sources: Sequence[str],
                      earlier: Sequence[str]) -> dict[str, float]:
+    """The claim rules a summary breaks (empty: it passes them all)."""
     s = {}
     if cl.repetitive(summary):
       s['garbled'] = self.w.garbled
