@@ -232,7 +232,8 @@ class RuleRanker(SequentialRanker):
       s['claim_support'] = self.w.grounding * frac * ov.support(
           summary, [f'{r.link_text} {r.snippet}' for r in chosen])
       s['relevance'] = self.w.relevance * frac if frac == 1 else self.w.off_topic * (1 - frac)
-      self._claims(ctx, summary, [f'{r.link_text}. {r.snippet}' for r in chosen], s)
+      s.update(self._summary_rules(ctx.question, summary,
+                                   [f'{r.link_text}. {r.snippet}' for r in chosen], ctx.summaries))
     elif cited:
       s['ids'] = self.w.bad_ids
     else:
@@ -241,14 +242,9 @@ class RuleRanker(SequentialRanker):
       if any(len(q & ov.content_tokens(f'{r.link_text} {r.snippet}')) >= 2 for r in shown.values()):
         s['missed_relevant'] = self.w.missed_relevant
 
-  def _claims(self, ctx: StepContext, summary: str, sources: list[str],
-              s: dict[str, float]) -> None:
-    """Claim-level rules of a summary (see `claims`)."""
-    s.update(self._summary_rules(ctx.question, summary, sources, ctx.summaries))
-
   def _summary_rules(self, question: str, summary: str, sources: Sequence[str],
                      earlier: Sequence[str]) -> dict[str, float]:
-    """The claim rules a summary breaks (empty: it passes them all)."""
+    """The claim rules (see `claims`) a summary breaks; empty: it passes them all."""
     s = {}
     if cl.repetitive(summary):
       s['garbled'] = self.w.garbled
