@@ -45,7 +45,8 @@ class RestConfig:
     student_sizes: sizes fine-tuned on each mixture (self-distillation). With
       a fine-tuned gen 0 every student first gets gen 0's own seed fine-tune
       (`gen_0/models/<size>`): it learns from the same demonstrations as the
-      policy, then from every generation's ranked data.
+      policy, then from every generation's ranked data (or the last one's:
+      `distill_last_only`).
     generations: G, the number of self-improvement generations.
     vocab_size: SentencePiece pieces (at most every model's vocab_size).
     exemplar_set: the hand-written trajectories ('world' or 'open_domain').
@@ -443,21 +444,23 @@ class _Steps:
                     'targets': self.cfg.pretrain.task_feature_lengths.get('targets', 256)}),
                 None, ['world', 'vocab'])
 
+  def _seed_finetune(self, size: str, settings: TrainSettings) -> Policy:
+    """`size`'s gen 0: its base fine-tuned on the seed data."""
+    from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+    name = f'gen_0/models/{size}'
+    self._train(name, size, lambda: rest_tasks.register_seed(self.root, self.vocab_path),
+                settings, f'base/{size}/checkpoints', ['gen_0/seed', 'vocab', f'base/{size}'])
+    return self._policy(0, size, name)
+
   def generation_zero(self) -> Policy:
     """Gen 0: the base fine-tuned on the seed exemplars, or a prompted model."""
-    from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
     cfg = self.cfg
     if cfg.gen0 == 'prompted':
       return Policy(label='gen_0/prompted', generation=0, backend='openai',
                     openai_base_url=cfg.gen0_openai_base_url,
                     openai_model=cfg.gen0_openai_model, exemplar_set=cfg.exemplar_set,
                     num_exemplars=cfg.gen0_num_exemplars)
-    name = f'gen_0/models/{cfg.policy_size}'
-    self._train(name, cfg.policy_size,
-                lambda: rest_tasks.register_seed(self.root, self.vocab_path),
-                cfg.seed_finetune, f'base/{cfg.policy_size}/checkpoints',
-                ['gen_0/seed', 'vocab', f'base/{cfg.policy_size}'])
-    return self._policy(0, cfg.policy_size, name)
+    return self._seed_finetune(cfg.policy_size, cfg.seed_finetune)
 
   def seed_student(self, size: str) -> Policy | None:
     """A student's gen 0: its base fine-tuned on the seed data, as the policy's.
@@ -465,15 +468,10 @@ class _Steps:
     None when gen 0 is a prompted model (no seed fine-tune to share): the
     student then starts from its base at generation 1.
     """
-    from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
     cfg = self.cfg
     if cfg.gen0 == 'prompted':
       return None
-    name = f'gen_0/models/{size}'
-    self._train(name, size, lambda: rest_tasks.register_seed(self.root, self.vocab_path),
-                cfg.student_seed or cfg.seed_finetune, f'base/{size}/checkpoints',
-                ['gen_0/seed', 'vocab', f'base/{size}'])
-    return self._policy(0, size, name)
+    return self._seed_finetune(size, cfg.student_seed or cfg.seed_finetune)
 
   def _policy(self, generation: int, size: str, phase: str) -> Policy:
     return Policy(label=f'gen_{generation}/{size}', generation=generation, size=size,
