@@ -143,3 +143,16 @@ def test_loop_runs_end_to_end_with_full_cpu_agent_settings(tmp_path):
   assert rows and decisions
   assert all(s['prompt'].startswith(tool_doc) for s in decisions)
   assert "'calculator'" in (exp / 'config.gin').read_text()
+
+
+def test_the_xs_demo_differs_from_the_demo_in_the_policy_only(monkeypatch, tmp_path):
+  demo = _rest_config(monkeypatch, tmp_path / 'demo', DEMO)
+  xs = _rest_config(monkeypatch, tmp_path / 'xs', 'gin/experiments/demo_cpu_xs.gin')
+  assert xs.policy_size == 'xs' and demo.policy_size == 'xxs'
+  big, small = xs.models['xs'], demo.models['xxs']
+  assert big.embed_dim > small.embed_dim and big.num_layers > small.num_layers
+  assert big.vocab_size == small.vocab_size and big.max_len == small.max_len
+  assert xs.models['xxxs'] == demo.models['xxxs'] and xs.student_sizes == demo.student_sizes
+  for name in ('world', 'seed_finetune', 'finetune', 'agent', 'guided_rollouts',
+               'select_on_dev', 'train_limit', 'mixture_rates'):
+    assert getattr(xs, name) == getattr(demo, name), name

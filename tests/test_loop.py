@@ -123,6 +123,19 @@ def test_select_keeps_only_a_better_policy(tmp_path):
   assert dataclasses.asdict(old)['label'] == 'gen_0/s'
 
 
+def test_without_dev_selection_every_generation_is_kept(tmp_path):
+  exp = experiment.Experiment(tmp_path, log=lambda _: None)
+  for name in ('gen_1/mixture', 'gen_1/models/s'):
+    exp.run(name, _write(name), output=name)
+  steps = loop._Steps(_config(select_on_dev=False), exp, loop.Runner(exp, log=lambda _: None),  # pylint: disable=protected-access
+                      '', lambda _: None)
+  old = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
+  d = steps.select(1, phases.Policy('gen_1/s', 1, 's', 'gen_1/models/s'), None, old, None)
+  assert d['kept'] is True and d['policy_after'] == 'gen_1/s'
+  assert d['candidate_dev'] is None and 'every generation is kept' in d['reason']
+  assert exp.record('gen_1/select').result['kept'] is True
+
+
 def test_models_take_the_trained_vocabulary_size(tmp_path):
   logs = []
   exp = experiment.Experiment(tmp_path, log=lambda _: None)
@@ -137,25 +150,26 @@ def test_models_take_the_trained_vocabulary_size(tmp_path):
   assert not logs  # already aligned: silent
 
 
-def test_training_rollouts_may_sample_more_candidates_than_evaluation(tmp_path, monkeypatch):
+def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monkeypatch):
   seen = {}
 
-  def fake_rollout(out, *, agent, questions_path, **kwargs):
+  def fake_rollout(out, *, agent, questions_path, guided, **kwargs):
     del out, kwargs
-    seen[questions_path.name] = agent.num_samples
+    seen[questions_path.name] = (agent.num_samples, agent.temperature, guided)
     return {}
   monkeypatch.setattr(phases, 'rollout', fake_rollout)
   exp = experiment.Experiment(tmp_path, log=lambda _: None)
   for name in ('world', 'search', 'gen_0/seed', 'vocab', 'gen_0/models/s'):
     exp.run(name, _write(name), output=name)
-  cfg = _config(rollout_num_samples=16)
+  cfg = _config(rollout_num_samples=16, rollout_temperature=0.9, guided_rollouts=True)
   steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
                       lambda _: None)
   policy = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
   steps.rollout(1, policy)
   steps._rollout_phase('gen_0/eval_rollout/s', 'gen_0/eval_rollouts/s', policy, 'dev', 2, 0,  # pylint: disable=protected-access
                        None)
-  assert seen == {'train_unlabeled.jsonl': 16, 'dev.jsonl': 4}
+  # Evaluation rolls the policy out alone, with the agent's own settings.
+  assert seen == {'train_unlabeled.jsonl': (16, 0.9, True), 'dev.jsonl': (4, 0.5, False)}
 
 
 class _RecordingSteps:
@@ -191,6 +205,18 @@ class _RecordingSteps:
 
   def final_test(self, policy):
     return {}
+
+
+def test_without_dev_selection_nothing_is_evaluated_on_dev(tmp_path, monkeypatch):
+  _RecordingSteps.calls = []
+  evaluated = []
+  monkeypatch.setattr(loop, '_Steps', _RecordingSteps)
+  monkeypatch.setattr(_RecordingSteps, 'evaluate',
+                      lambda self, policy, split: evaluated.append(split), raising=False)
+  cfg = _config(generations=2, select_on_dev=False, dev_eval_students=False)
+  out = loop.self_improve(cfg, experiment.Experiment(tmp_path, log=lambda _: None),
+                          log=lambda _: None)
+  assert evaluated == [] and out['policy'] == 'gen_2/s'
 
 
 @pytest.mark.parametrize('last_only', [False, True])

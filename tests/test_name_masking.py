@@ -82,3 +82,20 @@ def test_masked_corpus_and_masker_from_the_world(tmp_path):
   path = phases.write_masked_corpus(out, tmp_path)
   (doc,) = [json.loads(l) for l in path.open()]
   assert doc == {'id': 'a/0', 'title': '@1', 'text': '@2 founded @1.'}
+
+
+def test_the_worlds_years_are_masked_like_names(tmp_path):
+  world = tmp_path / 'world'
+  world.mkdir()
+  (world / 'entities.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in [
+      {'id': 'p', 'name': 'Fafa Losene', 'facts': {'birth_year': 1958, 'born_in': 'c'}},
+      {'id': 'c', 'name': 'Kipa', 'facts': {}}]))
+  masker = name_masking.from_world(tmp_path)
+  text = 'Fafa Losene was born in Kipa in 1958, not in 19580 or 1959.'
+  table = masker.table(text)
+  assert masker.mask(text, table) == '@1 was born in @2 in @3, not in 19580 or 1959.'
+  assert masker.unmask('The answer is @3.', table) == 'The answer is 1958.'
+  # Without years only the names are masked.
+  names_only = name_masking.from_world(tmp_path, years=False)
+  assert names_only.mask(text, names_only.table(text)).endswith('in @2 in 1958, not in 19580 or 1959.')
+  assert phases.entity_symbols(world / 'entities.jsonl') == ['Fafa Losene', 'Kipa', '1958']

@@ -11,7 +11,9 @@ never calls a model or a tool itself, so a rollout can pool thousands of them
 onto one engine.
 
 Every LLM step samples `num_samples` candidates and continues with the
-parseable one of lowest perplexity (ties: the earlier candidate). When no
+parseable one of lowest perplexity (ties: the earlier candidate), or with the
+one a `Chooser` picks (a label-free ranker's pick, for training rollouts that
+should stay on sound ground for more hops: `feedback/guided.py`). When no
 candidate parses, the step resamples with a new seed up to `max_attempts`
 times, then the trajectory ends with status 'failed'. Model output never makes
 `next` raise. Seeds derive from (base seed, question id, repeat, step index,
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from restreact_jax import errors
 from restreact_jax.agent import calculator
@@ -122,6 +124,12 @@ def choose_min_perplexity(candidates: Sequence[Candidate]) -> int | None:
   return best
 
 
+# Picks the candidate a step continues with: (trajectory so far, the step with
+# its candidates, not yet appended) -> a parseable candidate's index, or None
+# when none parses.
+Chooser = Callable[[Trajectory, Step], Optional[int]]
+
+
 class Agent:
   """One question's trajectory as a state machine (see module docstring).
 
@@ -131,12 +139,17 @@ class Agent:
     config: sampling and budget settings.
     question_id: stable id of the question (seeds and resuming use it).
     repeat: which of the R rollouts of this question.
+    chooser: picks the candidate each step continues with (default: lowest
+      perplexity). Its pick must parse; anything else falls back to the
+      lowest perplexity.
   """
 
   def __init__(self, question: str, *, prompter: prompts.Prompter,
-               config: AgentConfig = AgentConfig(), question_id: str = '', repeat: int = 0):
+               config: AgentConfig = AgentConfig(), question_id: str = '', repeat: int = 0,
+               chooser: Chooser | None = None):
     self.prompter = prompter
     self.config = config
+    self.chooser = chooser
     self.trajectory = Trajectory(question_id=question_id, question=question, repeat=repeat,
                                  seed=config.base_seed, policy=config.policy)
     self._past: list[dict[str, Any]] = []
@@ -211,7 +224,7 @@ class Agent:
     valid = [r.link_id for r in self._results] if step.step_type == 'summarize' else None
     step.candidates = [self._candidate(step.step_type, s, valid, self.config.tools)
                        for s in samples or ()]
-    step.chosen = choose_min_perplexity(step.candidates)
+    step.chosen = self._choose(step)
     if step.chosen is None:
       step.parse_events.append({
           'attempt': step.attempts - 1, 'seed': seed,
@@ -224,6 +237,16 @@ class Agent:
     self.trajectory.steps.append(step)
     self._step = None
     return self._apply(step, step.action)
+
+  def _choose(self, step: Step) -> int | None:
+    fallback = choose_min_perplexity(step.candidates)
+    if self.chooser is None or fallback is None:
+      return fallback
+    pick = self.chooser(self.trajectory, step)
+    if isinstance(pick, int) and 0 <= pick < len(step.candidates) and (
+        step.candidates[pick].parse['ok']):
+      return pick
+    return fallback
 
   @staticmethod
   def _candidate(step_type: str, sample: Sample, valid: Sequence[int] | None,

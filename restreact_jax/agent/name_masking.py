@@ -6,7 +6,8 @@ entities that training never shows. Masking, in the spirit of the anonymised
 reading-comprehension data of Hermann et al. (2015), takes that skill out of
 the problem: before the model sees a text, every entity name of the world is
 replaced by a placeholder `@1`, `@2`, ... numbered by first appearance in
-that text, and the model's output is mapped back with the same table. The
+that text, and the model's output is mapped back with the same table (the
+years the world's facts hold are masked the same way: `from_world`). The
 placeholders are a few dozen frequent tokens, so copying one is a lookup
 the model learns early, and nothing it learns is about particular names.
 
@@ -95,7 +96,26 @@ class MaskedLLM:
             for samples, table in zip(out, tables)]
 
 
-def from_world(exp_dir: str | os.PathLike[str]) -> NameMasker:
-  """The masker of an experiment's world (every name in `world/entities.jsonl`)."""
+def world_symbols(entities: Iterable[Mapping[str, object]], years: bool = True) -> list[str]:
+  """Every entity name and (with `years`) every year a fact of the world holds."""
+  from restreact_jax.world import schema  # pylint: disable=g-import-not-at-top
+  names, found = [], set()
+  for entity in entities:
+    names.append(str(entity['name']))
+    facts = entity.get('facts') or {}
+    for relation, value in (facts.items() if isinstance(facts, Mapping) else ()):
+      spec = schema.RELATIONS.get(relation)
+      if years and spec is not None and spec.target == schema.YEAR:
+        found.add(str(value))
+  return list(dict.fromkeys(names)) + sorted(found)
+
+
+def from_world(exp_dir: str | os.PathLike[str], years: bool = True) -> NameMasker:
+  """The masker of an experiment's world: its names and, with `years`, its years.
+
+  A year is copied like a name: the models here split `1958` into pieces and
+  rewrote it as `195` or `19580` (0% on birth-year questions) until years
+  were masked too.
+  """
   entities = pathlib.Path(exp_dir) / 'world' / 'entities.jsonl'
-  return NameMasker(str(e['name']) for e in jsonl.iter_jsonl(entities))
+  return NameMasker(world_symbols(jsonl.iter_jsonl(entities), years))

@@ -31,7 +31,7 @@ import tqdm
 
 from restreact_jax import errors
 from restreact_jax.agent import prompts
-from restreact_jax.agent.agent import Agent, AgentConfig, Finished, LLMCall, SearchCall
+from restreact_jax.agent.agent import Agent, AgentConfig, Chooser, Finished, LLMCall, SearchCall
 from restreact_jax.agent.trajectory import Trajectory
 from restreact_jax.llm import LLM
 from restreact_jax.search.types import SearchTool
@@ -264,7 +264,8 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
             out_dir: str | os.PathLike[str] | None, prompter: prompts.Prompter,
             config: AgentConfig = AgentConfig(), repeats: int = 1, process_index: int = 0,
             process_count: int = 1, max_concurrent: int = 512, show_progress: bool = True,
-            collect: list[Trajectory] | None = None) -> RolloutStats:
+            collect: list[Trajectory] | None = None,
+            chooser: Chooser | None = None) -> RolloutStats:
   """Rolls out `repeats` trajectories per question of this process's shard.
 
   Args:
@@ -280,6 +281,8 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
     max_concurrent: live agents at most.
     show_progress: draw a tqdm bar.
     collect: if given, finished trajectories are appended to it too.
+    chooser: which candidate each step continues with (default: the lowest
+      perplexity; `feedback.guided.RankerChooser` for a ranker's pick).
 
   Returns:
     `RolloutStats` of this run (skipped = already in the shard).
@@ -313,7 +316,8 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
 
   def agents() -> Iterator[Agent]:
     for q, r in work:
-      yield Agent(q.question, prompter=prompter, config=config, question_id=q.id, repeat=r)
+      yield Agent(q.question, prompter=prompter, config=config, question_id=q.id, repeat=r,
+                  chooser=chooser)
 
   def on_finished(traj: Trajectory) -> None:
     if shard is not None:

@@ -67,6 +67,8 @@ def rest(exp_dir: str = gin.REQUIRED,
          trajectory_filter: str | None = None,
          snippet_chars: int = 200,
          rollout_num_samples: int | None = None,
+         rollout_temperature: float | None = None,
+         guided_rollouts: bool | str = False,
          vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
          dev_eval_runs: int | None = None,
@@ -77,6 +79,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          judge_openai_base_url: str = '',
          judge_openai_model: str = '',
          min_improvement: float = 0.0,
+         select_on_dev: bool | str = True,
          gen0: str = 'finetune',
          gen0_openai_base_url: str = '',
          gen0_openai_model: str = '',
@@ -131,6 +134,9 @@ def rest(exp_dir: str = gin.REQUIRED,
     snippet_chars: the longest search snippet.
     rollout_num_samples: candidates per step in training rollouts (None: the
       agent's num_samples).
+    rollout_temperature: sampling temperature of training rollouts (None: the
+      agent's).
+    guided_rollouts: training rollouts continue with the rule rater's pick.
     eval_runs: runs per dev/test question.
     dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.
@@ -140,6 +146,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     judge_openai_base_url: the LLM judge's server.
     judge_openai_model: its model.
     min_improvement: keep a new policy only above previous + this (points).
+    select_on_dev: keep/reject each generation on dev (False: keep all, no
+      dev auto-eval; the paper's protocol).
     gen0: 'finetune' or 'prompted'.
     gen0_openai_base_url: the prompted gen-0 model's server.
     gen0_openai_model: its model.
@@ -184,12 +192,15 @@ def rest(exp_dir: str = gin.REQUIRED,
                          else str(trajectory_filter)),
       snippet_chars=int(snippet_chars),
       rollout_num_samples=int(rollout_num_samples) if rollout_num_samples else None,
+      rollout_temperature=(None if rollout_temperature in (None, '', 'None')
+                           else float(rollout_temperature)),
+      guided_rollouts=as_bool(guided_rollouts),
       eval_runs=int(eval_runs), dev_eval_runs=_opt_int(dev_eval_runs, 'dev_eval_runs'),
       dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),
       eval_limit=_opt_int(eval_limit, 'eval_limit'), judge=judge,
       judge_openai_base_url=judge_openai_base_url, judge_openai_model=judge_openai_model,
-      min_improvement=float(min_improvement), gen0=gen0,
+      min_improvement=float(min_improvement), select_on_dev=as_bool(select_on_dev), gen0=gen0,
       gen0_openai_base_url=gen0_openai_base_url, gen0_openai_model=gen0_openai_model,
       gen0_num_exemplars=gen0_num_exemplars, seed=int(seed),
       mesh_shape=tuple(int(x) for x in mesh_shape), test=as_bool(test),

@@ -23,6 +23,8 @@ from restreact_jax.feedback.step_context import Candidate, StepContext
 class OracleRanker(SequentialRanker):
   """Ranks by whether candidates lead to a gold answer."""
 
+  oracle = True  # reads gold labels: ablations only
+
   def __init__(self, answers_by_question: Mapping[str, Sequence[str]], name: str = 'oracle'):
     """Args:
       answers_by_question: `{question_id: [canonical, *aliases]}`.

@@ -119,6 +119,8 @@ class WeightedRanker:
       raise errors.UserError(f'WeightedRanker weights must be >= 0 and not all 0, got {weights}')
     self.components = [(r, w) for (r, _), w in zip(components, weights)]
     self.name = 'weighted(' + ','.join(f'{r.name}:{w:g}' for r, w in self.components) + ')'
+    # Reads gold labels if any component does (its rankings say so too).
+    self.oracle = any(getattr(r, 'oracle', False) for r, w in self.components if w)
 
   def rank(self, context: StepContext, candidates: Sequence[Candidate]) -> Ranking:
     return self.rank_batch([(context, candidates)])[0]

@@ -97,6 +97,13 @@ class RestConfig:
     rollout_num_samples: candidates per step in the training rollouts only
       (the ranker's choice; the paper samples 16 for its smallest model);
       None: the agent's `num_samples`. Evaluation keeps `agent`'s.
+    rollout_temperature: sampling temperature of the training rollouts only
+      (more varied candidates give the ranker more to choose from); None:
+      the agent's.
+    guided_rollouts: training rollouts continue every step with the rule
+      rater's pick instead of the lowest perplexity (`feedback.guided`;
+      label-free), so more trajectories reach later hops on sound ground.
+      Evaluation always rolls out the policy alone.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
       `eval_runs`).
@@ -111,6 +118,9 @@ class RestConfig:
     judge_openai_model: its model name.
     min_improvement: a new policy is kept only if its dev accuracy exceeds the
       previous one's by more than this (percentage points).
+    select_on_dev: auto-eval every policy on dev and keep a generation only
+      if it beats the current policy there. False: the paper's protocol,
+      every generation is kept and rolls out the next one; no dev auto-eval.
     gen0: 'finetune' or 'prompted' (an OpenAI-compatible model with few-shot
       prompts rolls out generation 1).
     gen0_openai_base_url: the prompted model's server.
@@ -152,6 +162,8 @@ class RestConfig:
   trajectory_filter: str | None = None
   snippet_chars: int = 200
   rollout_num_samples: int | None = None
+  rollout_temperature: float | None = None
+  guided_rollouts: bool = False
   vocab_model_type: str = 'unigram'
   eval_runs: int = 3
   dev_eval_runs: int | None = None
@@ -162,6 +174,7 @@ class RestConfig:
   judge_openai_base_url: str = ''
   judge_openai_model: str = ''
   min_improvement: float = 0.0
+  select_on_dev: bool = True
   gen0: str = 'finetune'
   gen0_openai_base_url: str = ''
   gen0_openai_model: str = ''
@@ -206,6 +219,9 @@ class RestConfig:
           f"rest.trajectory_filter {self.trajectory_filter!r}; choose None or 'oracle'")
     if self.snippet_chars < 20:
       raise errors.UserError(f'rest.snippet_chars must be >= 20, got {self.snippet_chars}')
+    if self.rollout_temperature is not None and not 0 <= self.rollout_temperature <= 10:
+      raise errors.UserError(
+          f'rest.rollout_temperature must be in [0, 10] or None, got {self.rollout_temperature}')
     if self.rollout_num_samples is not None and self.rollout_num_samples < 1:
       raise errors.UserError(
           f'rest.rollout_num_samples must be >= 1 or None, got {self.rollout_num_samples}')
@@ -301,7 +317,7 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
       steps.pretrain(size)
     policy = steps.generation_zero()
     previous = {size: steps.seed_student(size) for size in cfg.student_sizes}
-    best = steps.evaluate(policy, 'dev')
+    best = steps.evaluate(policy, 'dev') if cfg.select_on_dev else None
     decisions = []
     previous[cfg.policy_size] = None
     for g in range(1, cfg.generations + 1):
@@ -315,7 +331,7 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
       distill_now = not cfg.distill_last_only or g == cfg.generations
       students = [steps.finetune(g, size, previous[size])
                   for size in cfg.student_sizes if distill_now]
-      score = steps.evaluate(candidate, 'dev')
+      score = steps.evaluate(candidate, 'dev') if cfg.select_on_dev else None
       if cfg.dev_eval_students:
         for student in students:
           steps.evaluate(student, 'dev')
@@ -332,7 +348,7 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
   if table.is_file():
     log(f'rest: test auto-eval (accuracy %, mean ± std over runs)\n{table.read_text().rstrip()}')
   log(f'rest: report {exp.root / "report" / "index.html"}')
-  log(f'rest: final policy {policy.label} (dev final {_fmt(best)})')
+  log(f'rest: final policy {policy.label}' + (f' (dev final {_fmt(best)})' if best else ''))
   return {'policy': policy.label, 'decisions': decisions, 'test': test}
 
 
@@ -503,10 +519,13 @@ class _Steps:
 
   def _rollout_phase(self, name: str, output: str, policy: Policy, questions: str,
                      repeats: int, seed: int, limit: int | None,
-                     num_samples: int | None = None) -> Any:
+                     num_samples: int | None = None, temperature: float | None = None,
+                     guided: bool = False) -> Any:
     agent = self.cfg.agent_for(policy.size)
     if num_samples:
       agent = dataclasses.replace(agent, num_samples=int(num_samples))
+    if temperature is not None:
+      agent = dataclasses.replace(agent, temperature=float(temperature))
     deps = ['world', 'search'] + (['vocab', policy.phase] if policy.phase else [])
     if questions == 'train':
       # Rollouts see only the unlabeled training questions (not the pilot).
@@ -521,9 +540,11 @@ class _Steps:
             questions_path=questions_path,
             repeats=repeats, seed=seed, agent=agent, limit=limit,
             progress=self.cfg.progress, name_masking=self.cfg.name_masking,
-            snippet_chars=self.cfg.snippet_chars),
+            snippet_chars=self.cfg.snippet_chars, guided=guided),
         output=output, resumable=True, deps=deps,
         config={'policy': policy.describe(), 'questions': questions, 'repeats': repeats,
+                # Only when on, so that existing experiments keep their fingerprints.
+                **({'guided': True} if guided else {}),
                 'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
                 'model': self.cfg.models.get(policy.size) if policy.size else None})
@@ -533,7 +554,8 @@ class _Steps:
     # replay the very same trajectories.
     self._rollout_phase(f'gen_{g}/rollout', f'gen_{g}/trajectories', policy, 'train',
                         self.cfg.repeats_for(g), self.cfg.seed + 1000 * g, self.cfg.train_limit,
-                        self.cfg.rollout_num_samples)
+                        self.cfg.rollout_num_samples, self.cfg.rollout_temperature,
+                        guided=self.cfg.guided_rollouts)
 
   def rank(self, g: int) -> None:
     cfg = self.cfg
@@ -608,21 +630,24 @@ class _Steps:
     return result['final']
 
   def select(self, g: int, candidate: Policy | None, score: Mapping[str, Any] | None,
-             policy: Policy, best: Mapping[str, Any]) -> dict[str, Any]:
+             policy: Policy, best: Mapping[str, Any] | None) -> dict[str, Any]:
     """Keeps the candidate only if it beats the current policy on dev.
 
-    `candidate` is None when the generation had nothing to train on.
+    `candidate` is None when the generation had nothing to train on; `score`
+    and `best` are None without `select_on_dev` (every candidate is kept).
     """
     margin = self.cfg.min_improvement
     if candidate is None:
       kept, reason = False, 'the mixture has no examples; nothing was fine-tuned'
+    elif not self.cfg.select_on_dev:
+      kept, reason = True, 'select_on_dev is off: every generation is kept (the paper)'
     else:
       kept = float(score['mean']) > float(best['mean']) + margin
       reason = (f'dev final {score["mean"]:.2f} vs {best["mean"]:.2f} '
                 f'(min improvement {margin:g})')
     decision = {'generation': g, 'candidate': candidate.label if candidate else None,
                 'candidate_dev': dict(score) if score else None,
-                'previous': policy.label, 'previous_dev': dict(best),
+                'previous': policy.label, 'previous_dev': dict(best) if best else None,
                 'min_improvement': margin, 'kept': kept, 'reason': reason,
                 'policy_after': candidate.label if kept else policy.label}
 
@@ -630,11 +655,16 @@ class _Steps:
       (out / 'decision.json').write_text(json.dumps(decision, indent=2, sort_keys=True) + '\n')
       return decision
 
-    deps = [f'gen_{policy.generation}/eval/{policy.size or "prompted"}', f'gen_{g}/mixture']
-    if candidate is not None:
-      deps.append(f'gen_{g}/eval/{self.cfg.policy_size}')
+    if self.cfg.select_on_dev:
+      deps = [f'gen_{policy.generation}/eval/{policy.size or "prompted"}', f'gen_{g}/mixture']
+      if candidate is not None:
+        deps.append(f'gen_{g}/eval/{self.cfg.policy_size}')
+    else:
+      deps = [f'gen_{g}/mixture'] + (
+          [f'gen_{g}/models/{self.cfg.policy_size}'] if candidate is not None else [])
     recorded = self.run(f'gen_{g}/select', write, output=f'gen_{g}/selection', deps=deps,
                         config={'min_improvement': margin, 'previous': policy.label,
+                                **({} if self.cfg.select_on_dev else {'select_on_dev': False}),
                                 'candidate': candidate.label if candidate else None})
     self.log(f'[gen_{g}/select] {recorded["candidate"]} dev {_fmt(recorded["candidate_dev"])} '
              f'vs {policy.label} {_fmt(best)}: {"KEPT" if recorded["kept"] else "rejected"} '

@@ -251,14 +251,8 @@ def write_masked_corpus(out: pathlib.Path, exp_dir: pathlib.Path) -> pathlib.Pat
 def entity_symbols(entities_path: pathlib.Path) -> list[str]:
   """The world's entity names and years, in file order (for `train_vocabulary`)."""
   from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
-  from restreact_jax.world import schema  # pylint: disable=g-import-not-at-top
-  names, years = [], set()
-  for entity in jsonl.iter_jsonl(entities_path):
-    names.append(str(entity['name']))
-    for relation, value in (entity.get('facts') or {}).items():
-      if relation in schema.RELATIONS and schema.RELATIONS[relation].target == schema.YEAR:
-        years.add(str(value))
-  return list(dict.fromkeys(names)) + sorted(years)
+  from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
+  return name_masking.world_symbols(jsonl.iter_jsonl(entities_path))
 
 
 def train_vocabulary(out: pathlib.Path, inputs: Sequence[pathlib.Path],
@@ -358,11 +352,13 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             models: Mapping[str, Any], vocab_path: str | None, questions_path: pathlib.Path,
             repeats: int, seed: int, agent: AgentSettings, limit: int | None,
             progress: bool, name_masking: bool = False,
-            snippet_chars: int = 200) -> dict[str, Any]:
+            snippet_chars: int = 200, guided: bool = False) -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
 
   With `name_masking` the policy reads and writes placeholders for names
-  (`agent.name_masking`); the trajectories hold the real names.
+  (`agent.name_masking`); the trajectories hold the real names. With
+  `guided` every step continues with the rule rater's pick
+  (`feedback.guided`), not the lowest perplexity.
 
   Returns:
     Counts of the whole directory (not only this run's part), so a resumed
@@ -388,15 +384,26 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   if name_masking:
     from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
     llm = masking_lib.MaskedLLM(llm, masker(exp_dir))
+  chooser = None
+  if guided:
+    from restreact_jax.feedback import guided as guided_lib  # pylint: disable=g-import-not-at-top
+    from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
+    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker())
   rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
                       repeats=repeats, process_index=distributed.process_index(),
                       process_count=distributed.process_count(),
-                      max_concurrent=agent.max_concurrent, show_progress=progress)
+                      max_concurrent=agent.max_concurrent, show_progress=progress,
+                      chooser=chooser)
   trajectories = read_trajectories(out)
   ok = sum(t.get('status') == 'ok' for t in trajectories)
-  return {'trajectories': len(trajectories), 'ok': ok, 'failed': len(trajectories) - ok,
-          'steps': sum(len(t.get('steps') or []) for t in trajectories),
-          'questions': len(questions), 'repeats': repeats}
+  result = {'trajectories': len(trajectories), 'ok': ok, 'failed': len(trajectories) - ok,
+            'steps': sum(len(t.get('steps') or []) for t in trajectories),
+            'questions': len(questions), 'repeats': repeats}
+  if chooser is not None:
+    # This run's share of steps where the rater's pick was not the lowest
+    # perplexity (a resumed phase counts only what it rolled out itself).
+    result['guided'] = {'picks': chooser.picks, 'overrides': chooser.overrides}
+  return result
 
 
 def make_judge(judge: str, judge_openai_base_url: str = '', judge_openai_model: str = ''):
