@@ -15,6 +15,7 @@ import os
 import pathlib
 import sqlite3
 import threading
+import time
 from typing import Sequence
 
 from restreact_jax.search.types import ResultItem, SearchTool
@@ -40,6 +41,26 @@ class CacheStats:
   def hit_rate(self) -> float:
     total = self.hits + self.misses
     return self.hits / total if total else 0.0
+
+
+_BUSY_TIMEOUT_S = 60.0
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+  """Switches to the WAL journal, waiting while another process does the same.
+
+  SQLite answers this pragma with "database is locked" at once, without its
+  busy timeout, while a second process is creating the same new file.
+  """
+  deadline = time.monotonic() + _BUSY_TIMEOUT_S
+  while True:
+    try:
+      db.execute('PRAGMA journal_mode=WAL')
+      return
+    except sqlite3.OperationalError as e:
+      if 'locked' not in str(e) or time.monotonic() > deadline:
+        raise
+      time.sleep(0.05)
 
 
 class CachedSearch:
@@ -74,8 +95,8 @@ class CachedSearch:
     """One connection per thread; WAL lets readers and a writer overlap."""
     db = getattr(self._local, 'db', None)
     if db is None:
-      db = sqlite3.connect(self.path, timeout=60.0)
-      db.execute('PRAGMA journal_mode=WAL')
+      db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S)
+      _enable_wal(db)
       db.execute('PRAGMA synchronous=NORMAL')
       self._local.db = db
     return db
