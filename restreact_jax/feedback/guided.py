@@ -20,6 +20,7 @@ evaluation rolls out the policy alone (lowest perplexity).
 from __future__ import annotations
 
 from restreact_jax import errors
+from restreact_jax.agent.agent import choose_min_perplexity
 from restreact_jax.agent.trajectory import Step, Trajectory
 from restreact_jax.feedback.rankers import Ranker
 from restreact_jax.feedback.step_context import step_contexts
@@ -54,7 +55,6 @@ class RankerChooser:
       raise errors.UserError(f'guided rollouts need a label-free ranker; {ranking.ranker!r} '
                              'used gold answers')
     pick = next(i for i in ranking.order if step.candidates[i].parse['ok'])
-    lowest = min(ok, key=lambda i: (step.candidates[i].perplexity, i))
     self.picks += 1
-    self.overrides += pick != lowest
+    self.overrides += pick != choose_min_perplexity(step.candidates)
     return pick
