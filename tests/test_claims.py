@@ -35,6 +35,10 @@ def test_relevant_compares_relation_words_with_the_question():
   assert cl.relevant('The Iron Crown was produced by Duismar Studios.', question)
   assert not cl.relevant('The Iron Crown was directed by Lador Torlava.', question)
   assert cl.relevant('The Island was written by Kelren.', 'When was the person who wrote The Island born?')
+  # A sentence-initial relation word is capitalised and still counts.
+  born_first = 'Who was born first, Fafa Losene or Lador Marantor?'
+  assert cl.relevant('Born in Neanba in 1897, Lador Marantor spent a childhood there.', born_first)
+  assert not cl.relevant('Lador Marantor spent a few years living in Rabama.', born_first)
 
 
 def test_connected_needs_a_known_and_a_new_name():

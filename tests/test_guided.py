@@ -46,7 +46,13 @@ class Search:
     return out
 
 
-def script(request, i):
+# Names the writer but garbles the relation: no sample is grounded.
+GARBLED = T('summarize', {
+    'type': 'LinkSelection', 'thoughts': 'The writer.', 'selected_link_ids': [1],
+    'grounded_summarization': "'The Glass Orchard' was directed by Mira Castell [link_id=1]."})
+
+
+def script(request, i, second=SUPPORTED):
   """Two samples per step; sample 0 is always the likelier one."""
   step_type = prompts.detect_step_type(request.prompt)
   state = request.prompt[len(request.prefix):]
@@ -59,16 +65,16 @@ def script(request, i):
           'type': 'LinkSelection', 'thoughts': 'The birthplace.', 'selected_link_ids': [2],
           'grounded_summarization': 'According to [link_id=2], Mira Castell was born in Lowbridge.'})
     else:
-      text = UNSUPPORTED if i == 0 else SUPPORTED
+      text = UNSUPPORTED if i == 0 else second
   else:
     text = {'answer': ANSWER}.get(step_type, PASS)
   return text, [likely if i == 0 else unlikely] * 4
 
 
-def run(chooser):
+def run(chooser, llm=ScriptedLLM(script)):
   agent = Agent(QUESTION, prompter=prompts.Prompter(None, 0), question_id='q1',
                 config=AgentConfig(num_samples=2, max_searches=3), chooser=chooser)
-  return drive(agent, ScriptedLLM(script), Search())
+  return drive(agent, llm, Search())
 
 
 def test_guided_rollout_continues_with_the_raters_pick():
@@ -86,6 +92,26 @@ def test_guided_rollout_continues_with_the_raters_pick():
   first = [s for s in plain.steps if s.step_type == 'summarize'][0]
   assert first.chosen == 0
   assert 'Oren Vasko' in plain.steps[plain.steps.index(first) + 1].prompt
+
+
+def test_revising_chooser_continues_with_the_grounded_revision():
+  llm = ScriptedLLM(lambda request, i: script(request, i, second=GARBLED))
+  chooser = RankerChooser(RuleRanker(), revise=True)
+  traj = run(chooser, llm)
+  summary = [s for s in traj.steps if s.step_type == 'summarize'][0]
+  # Both samples restate to the same sentence: one revision joins them.
+  assert len(summary.candidates) == 3
+  revised = summary.candidates[2]
+  assert revised.finish_reason == 'revision' and summary.chosen == 2
+  assert revised.parse['action']['grounded_summarization'] == (
+      "'The Glass Orchard' is a 1984 novel written by Mira Castell [link_id=1].")
+  later = traj.steps[traj.steps.index(summary) + 1].prompt
+  assert 'novel written by Mira Castell' in later and 'directed by' not in later
+  assert traj.status == 'ok' and chooser.revisions_taken >= 1
+  # Decision steps are never revised; without `revise` nothing is added.
+  assert all(len(s.candidates) == 2 for s in traj.steps if s.step_type != 'summarize')
+  plain = run(RankerChooser(RuleRanker()), llm)
+  assert all(len(s.candidates) == 2 for s in plain.steps)
 
 
 @pytest.mark.parametrize('bad_pick', [5, -1, None, 'x'])

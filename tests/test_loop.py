@@ -39,6 +39,7 @@ def test_config_validation_names_the_bad_setting():
            ({'vocab_model_type': 'word'}, 'rest.vocab_model_type'),
            ({'trajectory_filter': 'gold'}, 'rest.trajectory_filter'),
            ({'dev_eval_runs': 0}, 'rest.dev_eval_runs'),
+           ({'revise_summaries': True}, 'revise_summaries needs rest.guided_rollouts'),
            ({'student_seed': phases.TrainSettings(steps=0)}, 'rest.student_seed')]
   for kw, message in cases:
     with pytest.raises(errors.UserError, match=message):
@@ -153,15 +154,16 @@ def test_models_take_the_trained_vocabulary_size(tmp_path):
 def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monkeypatch):
   seen = {}
 
-  def fake_rollout(out, *, agent, questions_path, guided, **kwargs):
+  def fake_rollout(out, *, agent, questions_path, guided, revise, **kwargs):
     del out, kwargs
-    seen[questions_path.name] = (agent.num_samples, agent.temperature, guided)
+    seen[questions_path.name] = (agent.num_samples, agent.temperature, guided, revise)
     return {}
   monkeypatch.setattr(phases, 'rollout', fake_rollout)
   exp = experiment.Experiment(tmp_path, log=lambda _: None)
   for name in ('world', 'search', 'gen_0/seed', 'vocab', 'gen_0/models/s'):
     exp.run(name, _write(name), output=name)
-  cfg = _config(rollout_num_samples=16, rollout_temperature=0.9, guided_rollouts=True)
+  cfg = _config(rollout_num_samples=16, rollout_temperature=0.9, guided_rollouts=True,
+                revise_summaries=True)
   steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
                       lambda _: None)
   policy = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
@@ -169,7 +171,8 @@ def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monk
   steps._rollout_phase('gen_0/eval_rollout/s', 'gen_0/eval_rollouts/s', policy, 'dev', 2, 0,  # pylint: disable=protected-access
                        None)
   # Evaluation rolls the policy out alone, with the agent's own settings.
-  assert seen == {'train_unlabeled.jsonl': (16, 0.9, True), 'dev.jsonl': (4, 0.5, False)}
+  assert seen == {'train_unlabeled.jsonl': (16, 0.9, True, True),
+                  'dev.jsonl': (4, 0.5, False, False)}
 
 
 class _RecordingSteps:

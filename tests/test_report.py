@@ -26,6 +26,9 @@ def _exp(tmp_path):
               'answer_generation': {'mean': m - 1, 'std': sd, 'n_runs': 10}})
   t = trajectory()
   t['steps'][0]['candidates'].append(cand(None, text='<script>alert(1)</script>', ppl=9.0))
+  revised = cand(None, text='a rater revision', ppl=None)
+  revised['finish_reason'] = 'revision'
+  t['steps'][0]['candidates'].append(revised)
   shard = exp / 'gen_1' / 'trajectories' / 'shard-00000.jsonl'
   shard.parent.mkdir(parents=True)
   shard.write_text(json.dumps(t) + '\n')
@@ -56,6 +59,8 @@ def test_report_table_summary_plots_and_viewer(tmp_path):
   assert '<script>' not in page and '&lt;script&gt;alert(1)&lt;/script&gt;' in page
   assert 'because &lt;b&gt;' in page
   assert '[link_id=1]' in page  # citations of the chosen summary
+  # A rater's revision is labelled as such, not given a perplexity.
+  assert '<td>revision</td><td>no</td><td></td><td></td><td><pre>a rater revision</pre>' in page
   # Decision: ranker picked #2 while the rollout chose #1 -> 0% agreement; answer: 100%.
   assert '<td>1 / 0%</td>' in page and '<td>1 / 100%</td>' in page
   # Rebuilding replaces the report and leaves no temporary directories.

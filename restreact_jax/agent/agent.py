@@ -126,7 +126,8 @@ def choose_min_perplexity(candidates: Sequence[Candidate]) -> int | None:
 
 # Picks the candidate a step continues with: (trajectory so far, the step with
 # its candidates, not yet appended) -> a parseable candidate's index, or None
-# when none parses.
+# when none parses. It may append candidates of its own to `step.candidates`
+# first (a rater's revision); they are recorded with the step.
 Chooser = Callable[[Trajectory, Step], Optional[int]]
 
 

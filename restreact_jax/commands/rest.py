@@ -69,6 +69,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          rollout_num_samples: int | None = None,
          rollout_temperature: float | None = None,
          guided_rollouts: bool | str = False,
+         revise_summaries: bool | str = False,
          vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
          dev_eval_runs: int | None = None,
@@ -137,6 +138,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     rollout_temperature: sampling temperature of training rollouts (None: the
       agent's).
     guided_rollouts: training rollouts continue with the rule rater's pick.
+    revise_summaries: guided rollouts may take the rater's grounded revision
+      of a summary.
     eval_runs: runs per dev/test question.
     dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.
@@ -195,6 +198,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       rollout_temperature=(None if rollout_temperature in (None, '', 'None')
                            else float(rollout_temperature)),
       guided_rollouts=as_bool(guided_rollouts),
+      revise_summaries=as_bool(revise_summaries),
       eval_runs=int(eval_runs), dev_eval_runs=_opt_int(dev_eval_runs, 'dev_eval_runs'),
       dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),

@@ -240,6 +240,8 @@ def _trajectory_html(t: dict[str, Any], rankings: dict[tuple, dict[str, Any]],
     for j, c in enumerate(cands):
       ppl = c.get('perplexity')
       ppl_s = f'{ppl:.3f}' if isinstance(ppl, (int, float)) and math.isfinite(ppl) else '–'
+      if c.get('finish_reason') == 'revision':
+        ppl_s = 'revision'  # the rater's restatement (feedback/revision.py), not a sample
       ok = (c.get('parse') or {}).get('ok')
       cls = ' class="picked"' if chosen == j else ''
       out.append(f'<tr{cls}><td>{j + 1}</td><td>{ppl_s}</td><td>{"yes" if ok else "no"}</td>'

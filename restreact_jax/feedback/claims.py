@@ -119,10 +119,20 @@ def entailed(text: str, evidence: Iterable[str]) -> bool:
   return all(any(_stated_by(p, src) for src in sources) for p in parts)
 
 
+def _initial_stem(sentence: str) -> frozenset[str]:
+  """The stem of a sentence's first word ("Born in X, ..." starts with a relation)."""
+  words = _WORD_RE.findall(sentence)
+  return frozenset(stem(t) for t in matcher.normalize_tokens(words[0])) if words else frozenset()
+
+
 def relevant(text: str, question: str) -> bool:
-  """Whether some claim sentence shares a relation word with the question."""
+  """Whether some claim sentence shares a relation word with the question.
+
+  A claim's first word counts as a relation word too: capitalised, `read`
+  takes it for a name.
+  """
   asked = read(question)[1]
-  return any(read(s)[1] & asked for s in claims(text))
+  return any((read(s)[1] | _initial_stem(s)) & asked for s in claims(text))
 
 
 def known_names(question: str, summaries: Sequence[str]) -> frozenset[str]:

@@ -10,6 +10,11 @@ README's "Embedded demo" measures this). `RankerChooser` is the agent's
 so trajectories stay on sound ground for more hops and the later-hop states
 the policy fails on get sound examples too.
 
+With `revise` the chooser also offers the ranker a grounded revision of
+every parseable summary candidate (`feedback.revision`): the revisions join
+the step's candidates (recorded in the trajectory, so the mixture can train
+on them) and the ranker picks among all of them.
+
 It sees what the ranker always sees (`step_context.step_contexts`): the
 question, the trajectory so far and the step's candidates, never a gold
 answer. A ranker that reads gold labels (`oracle`) is refused, so guided
@@ -21,7 +26,8 @@ from __future__ import annotations
 
 from restreact_jax import errors
 from restreact_jax.agent.agent import choose_min_perplexity
-from restreact_jax.agent.trajectory import Step, Trajectory
+from restreact_jax.agent.trajectory import Candidate, Step, Trajectory
+from restreact_jax.feedback import revision
 from restreact_jax.feedback.rankers import Ranker
 from restreact_jax.feedback.step_context import step_contexts
 
@@ -33,23 +39,26 @@ class RankerChooser:
     ranker: a label-free ranker (`RuleRanker` in the embedded demo). Rankers
       that need every trajectory of a question (self-consistency) cannot
       rank a trajectory still being written.
+    revise: add a grounded revision of each summary candidate before ranking.
   """
 
-  def __init__(self, ranker: Ranker):
+  def __init__(self, ranker: Ranker, revise: bool = False):
     if getattr(ranker, 'oracle', False):
       raise errors.UserError(f'guided rollouts need a label-free ranker; {ranker.name!r} '
                              'reads gold answers')
     self.ranker = ranker
+    self.revise = revise
     self.picks = 0
+    self.revisions_taken = 0  # picks that are a revision
     self.overrides = 0  # picks that differ from the lowest perplexity
 
   def __call__(self, trajectory: Trajectory, step: Step) -> int | None:
+    if self.revise and step.step_type == 'summarize':
+      self._add_revisions(trajectory, step)
     ok = [i for i, c in enumerate(step.candidates) if c.parse['ok']]
     if len(ok) < 2:
       return ok[0] if ok else None
-    record = trajectory.to_json()
-    record['steps'].append(step.to_json())
-    *_, (context, candidates) = step_contexts(record)
+    context, candidates = self._context(trajectory, step)
     ranking = self.ranker.rank(context, candidates)
     if ranking.oracle:  # the agent records this as the trajectory's failure
       raise errors.UserError(f'guided rollouts need a label-free ranker; {ranking.ranker!r} '
@@ -57,4 +66,27 @@ class RankerChooser:
     pick = next(i for i in ranking.order if step.candidates[i].parse['ok'])
     self.picks += 1
     self.overrides += pick != choose_min_perplexity(step.candidates)
+    self.revisions_taken += step.candidates[pick].finish_reason == revision.REVISION
     return pick
+
+  @staticmethod
+  def _context(trajectory: Trajectory, step: Step):
+    record = trajectory.to_json()
+    record['steps'].append(step.to_json())
+    *_, last = step_contexts(record)
+    return last
+
+  def _add_revisions(self, trajectory: Trajectory, step: Step) -> None:
+    """Appends a grounded revision of each parseable candidate (new texts only)."""
+    context, _ = self._context(trajectory, step)
+    texts = {c.text for c in step.candidates}
+    for c in list(step.candidates):
+      if not c.parse['ok']:
+        continue
+      action = revision.revise_summary(c.parse['action'], context.current_results)
+      if action is None or revision.as_text(action) in texts:
+        continue
+      texts.add(revision.as_text(action))
+      step.candidates.append(Candidate(
+          text=revision.as_text(action), logprobs=[], perplexity=float('inf'),
+          finish_reason=revision.REVISION, parse={'ok': True, 'action': action, 'error': None}))

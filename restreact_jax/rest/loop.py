@@ -104,6 +104,10 @@ class RestConfig:
       rater's pick instead of the lowest perplexity (`feedback.guided`;
       label-free), so more trajectories reach later hops on sound ground.
       Evaluation always rolls out the policy alone.
+    revise_summaries: with `guided_rollouts`, the rater also offers a
+      grounded revision of each summary candidate (`feedback.revision`: the
+      claim restated with the selected links' own sentences) and may pick it;
+      the mixture then trains on it where the rater prefers it.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
       `eval_runs`).
@@ -164,6 +168,7 @@ class RestConfig:
   rollout_num_samples: int | None = None
   rollout_temperature: float | None = None
   guided_rollouts: bool = False
+  revise_summaries: bool = False
   vocab_model_type: str = 'unigram'
   eval_runs: int = 3
   dev_eval_runs: int | None = None
@@ -195,6 +200,8 @@ class RestConfig:
                                f'({", ".join(self.models)})')
     if self.policy_size in self.student_sizes:
       raise errors.UserError('rest.student_sizes must not contain the policy size')
+    if self.revise_summaries and not self.guided_rollouts:
+      raise errors.UserError('rest.revise_summaries needs rest.guided_rollouts = True')
     if self.generations < 0:
       raise errors.UserError(f'rest.generations must be >= 0, got {self.generations}')
     if not self.repeats or any(int(r) < 1 for r in self.repeats):
@@ -520,7 +527,7 @@ class _Steps:
   def _rollout_phase(self, name: str, output: str, policy: Policy, questions: str,
                      repeats: int, seed: int, limit: int | None,
                      num_samples: int | None = None, temperature: float | None = None,
-                     guided: bool = False) -> Any:
+                     guided: bool = False, revise: bool = False) -> Any:
     agent = self.cfg.agent_for(policy.size)
     if num_samples:
       agent = dataclasses.replace(agent, num_samples=int(num_samples))
@@ -540,11 +547,12 @@ class _Steps:
             questions_path=questions_path,
             repeats=repeats, seed=seed, agent=agent, limit=limit,
             progress=self.cfg.progress, name_masking=self.cfg.name_masking,
-            snippet_chars=self.cfg.snippet_chars, guided=guided),
+            snippet_chars=self.cfg.snippet_chars, guided=guided, revise=revise),
         output=output, resumable=True, deps=deps,
         config={'policy': policy.describe(), 'questions': questions, 'repeats': repeats,
                 # Only when on, so that existing experiments keep their fingerprints.
                 **({'guided': True} if guided else {}),
+                **({'revise': True} if revise else {}),
                 'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
                 'model': self.cfg.models.get(policy.size) if policy.size else None})
@@ -555,7 +563,7 @@ class _Steps:
     self._rollout_phase(f'gen_{g}/rollout', f'gen_{g}/trajectories', policy, 'train',
                         self.cfg.repeats_for(g), self.cfg.seed + 1000 * g, self.cfg.train_limit,
                         self.cfg.rollout_num_samples, self.cfg.rollout_temperature,
-                        guided=self.cfg.guided_rollouts)
+                        guided=self.cfg.guided_rollouts, revise=self.cfg.revise_summaries)
 
   def rank(self, g: int) -> None:
     cfg = self.cfg

@@ -352,13 +352,15 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             models: Mapping[str, Any], vocab_path: str | None, questions_path: pathlib.Path,
             repeats: int, seed: int, agent: AgentSettings, limit: int | None,
             progress: bool, name_masking: bool = False,
-            snippet_chars: int = 200, guided: bool = False) -> dict[str, Any]:
+            snippet_chars: int = 200, guided: bool = False,
+            revise: bool = False) -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
 
   With `name_masking` the policy reads and writes placeholders for names
   (`agent.name_masking`); the trajectories hold the real names. With
   `guided` every step continues with the rule rater's pick
-  (`feedback.guided`), not the lowest perplexity.
+  (`feedback.guided`), not the lowest perplexity; with `revise` the rater
+  may also pick a grounded revision of a summary (`feedback.revision`).
 
   Returns:
     Counts of the whole directory (not only this run's part), so a resumed
@@ -388,7 +390,7 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   if guided:
     from restreact_jax.feedback import guided as guided_lib  # pylint: disable=g-import-not-at-top
     from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
-    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker())
+    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(), revise=revise)
   rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
                       repeats=repeats, process_index=distributed.process_index(),
                       process_count=distributed.process_count(),
@@ -402,7 +404,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   if chooser is not None:
     # This run's share of steps where the rater's pick was not the lowest
     # perplexity (a resumed phase counts only what it rolled out itself).
-    result['guided'] = {'picks': chooser.picks, 'overrides': chooser.overrides}
+    result['guided'] = {'picks': chooser.picks, 'overrides': chooser.overrides,
+                        **({'revisions': chooser.revisions_taken} if revise else {})}
   return result
 
 
