@@ -106,7 +106,7 @@ class RestConfig:
       Evaluation always rolls out the policy alone.
     revise_summaries: with `guided_rollouts`, the rater also offers a
       grounded revision of each summary candidate (`feedback.revision`: the
-      claim restated with the selected links' own sentences) and may pick it;
+      claim restated with the shown links' own sentences) and may pick it;
       the mixture then trains on it where the rater prefers it.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
