@@ -24,12 +24,15 @@ evaluation rolls out the policy alone (lowest perplexity).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from restreact_jax import errors
 from restreact_jax.agent.agent import choose_min_perplexity
 from restreact_jax.agent.trajectory import Candidate, Step, Trajectory
 from restreact_jax.feedback import revision
 from restreact_jax.feedback.rankers import Ranker
-from restreact_jax.feedback.step_context import step_contexts
+from restreact_jax.feedback.step_context import candidates_of, step_contexts
+from restreact_jax.search.types import ResultItem
 
 
 class RankerChooser:
@@ -53,12 +56,15 @@ class RankerChooser:
     self.overrides = 0  # picks that differ from the lowest perplexity
 
   def __call__(self, trajectory: Trajectory, step: Step) -> int | None:
+    record = trajectory.to_json()
+    record['steps'].append(step.to_json())
+    *_, (context, candidates) = step_contexts(record)
     if self.revise and step.step_type == 'summarize':
-      self._add_revisions(trajectory, step)
+      self._add_revisions(step, context.current_results)
+      candidates = candidates_of(step.to_json())
     ok = [i for i, c in enumerate(step.candidates) if c.parse['ok']]
     if len(ok) < 2:
       return ok[0] if ok else None
-    context, candidates = self._context(trajectory, step)
     ranking = self.ranker.rank(context, candidates)
     if ranking.oracle:  # the agent records this as the trajectory's failure
       raise errors.UserError(f'guided rollouts need a label-free ranker; {ranking.ranker!r} '
@@ -70,20 +76,13 @@ class RankerChooser:
     return pick
 
   @staticmethod
-  def _context(trajectory: Trajectory, step: Step):
-    record = trajectory.to_json()
-    record['steps'].append(step.to_json())
-    *_, last = step_contexts(record)
-    return last
-
-  def _add_revisions(self, trajectory: Trajectory, step: Step) -> None:
+  def _add_revisions(step: Step, results: Sequence[ResultItem]) -> None:
     """Appends a grounded revision of each parseable candidate (new texts only)."""
-    context, _ = self._context(trajectory, step)
     texts = {c.text for c in step.candidates}
     for c in list(step.candidates):
       if not c.parse['ok']:
         continue
-      action = revision.revise_summary(c.parse['action'], context.current_results)
+      action = revision.revise_summary(c.parse['action'], results)
       if action is None or revision.as_text(action) in texts:
         continue
       texts.add(revision.as_text(action))
