@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     'agent': 'restreact_jax.commands.agent:agent',
     'sample': 'restreact_jax.commands.sample:sample',
     'rest': 'restreact_jax.commands.rest:rest',
+    'pretrain_base': 'restreact_jax.commands.pretrain_base:pretrain_base',
     'rank': 'restreact_jax.commands.rank:rank',
     'mixture': 'restreact_jax.commands.mixture:mixture',
     'evaluate': 'restreact_jax.commands.evaluate:evaluate',

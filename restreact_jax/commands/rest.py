@@ -44,6 +44,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          vocab_size: int = 2048,
          exemplar_set: str = 'world',
          pretrain: TrainSettings = TrainSettings(steps=2000),
+         pretrained_base: str = '',
          seed_finetune: TrainSettings = TrainSettings(steps=300),
          finetune: TrainSettings = TrainSettings(steps=500),
          distill: TrainSettings | None = None,
@@ -106,6 +107,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     vocab_size: SentencePiece pieces.
     exemplar_set: hand-written trajectories ('world' or 'open_domain').
     pretrain: base LM training settings.
+    pretrained_base: a `restreact pretrain_base` directory whose vocabulary
+      and weights replace vocabulary training and pretraining ('': none).
     seed_finetune: gen 0 fine-tune on the exemplars.
     finetune: each generation's policy fine-tune.
     distill: the students' fine-tune (default: `finetune`).
@@ -180,6 +183,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       world=world, models=dict(models), policy_size=str(policy_size),
       student_sizes=tuple(student_sizes), generations=_opt_int(generations, 'generations'),
       vocab_size=int(vocab_size), exemplar_set=exemplar_set, pretrain=pretrain,
+      pretrained_base=str(pretrained_base or ''),
       seed_finetune=seed_finetune, finetune=finetune, distill=distill or finetune,
       student_seed=student_seed, distill_last_only=as_bool(distill_last_only),
       init_from=init_from, repeats=tuple(int(r) for r in repeats),

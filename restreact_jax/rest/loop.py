@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 from restreact_jax import errors
 from restreact_jax.rest import experiment as experiment_lib
 from restreact_jax.rest import phases
+from restreact_jax.rest import pretrained as pretrained_lib
 from restreact_jax.rest.phases import AgentSettings, Policy, TrainSettings
 
 RANKERS = ('default', 'rules', 'consistency', 'oracle')
@@ -51,6 +52,11 @@ class RestConfig:
     vocab_size: SentencePiece pieces (at most every model's vocab_size).
     exemplar_set: the hand-written trajectories ('world' or 'open_domain').
     pretrain: base LM training (per size).
+    pretrained_base: a directory written by `restreact pretrain_base`
+      (`rest.pretrained`): its vocabulary replaces the `vocab` phase's and its
+      weights each `base/<size>` pretraining, for the sizes it holds (it
+      must hold the policy's; other sizes are pretrained on the world's
+      corpus as without it). '': train the vocabulary and every base here.
     seed_finetune: gen 0: the base fine-tuned on the exemplars.
     finetune: a generation's policy fine-tune.
     distill: a generation's student fine-tunes.
@@ -143,6 +149,7 @@ class RestConfig:
   vocab_size: int = 2048
   exemplar_set: str = 'world'
   pretrain: TrainSettings = TrainSettings(steps=2000)
+  pretrained_base: str = ''
   seed_finetune: TrainSettings = TrainSettings(steps=300)
   finetune: TrainSettings = TrainSettings(steps=500)
   distill: TrainSettings = TrainSettings(steps=500)
@@ -200,6 +207,17 @@ class RestConfig:
                                f'({", ".join(self.models)})')
     if self.policy_size in self.student_sizes:
       raise errors.UserError('rest.student_sizes must not contain the policy size')
+    if self.pretrained_base:
+      base = pretrained_lib.load(self.pretrained_base)
+      if bool(base.manifest.get('name_masking')) != self.name_masking:
+        raise errors.UserError(
+            f'rest.pretrained_base {base.root} was trained with name_masking='
+            f'{bool(base.manifest.get("name_masking"))}; set rest.name_masking to match')
+      if self.policy_size not in base.sizes:
+        base.check_model(self.policy_size, self.models[self.policy_size])
+      for size in (self.policy_size, *self.student_sizes):
+        if size in base.sizes:
+          base.check_model(size, self.models[size])
     if self.revise_summaries and not self.guided_rollouts:
       raise errors.UserError('rest.revise_summaries needs rest.guided_rollouts = True')
     if self.generations < 0:
@@ -416,14 +434,21 @@ class _Steps:
         from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
         corpus = phases.write_masked_corpus(out, self.root)
         symbols += name_masking.PLACEHOLDERS
+      if base is not None:
+        from restreact_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+        path = base.install_vocab(out)
+        return {'pieces': int(vocab_lib.load_vocabulary(str(path)).vocab_size),
+                'pretrained_base': str(base.root)}
       return phases.train_vocabulary(
           out, [corpus, self.root / 'gen_0' / 'seed' / 'seed.jsonl'], cfg.vocab_size, symbols,
           cfg.vocab_model_type)
 
-    result = self.run('vocab', train_vocab, output='vocab',
-                      config={'vocab_size': cfg.vocab_size, 'entity_tokens': cfg.entity_tokens,
-                              'model_type': cfg.vocab_model_type,
-                              'masking': cfg.name_masking},
+    base = pretrained_lib.load(cfg.pretrained_base) if cfg.pretrained_base else None
+    config = {'vocab_size': cfg.vocab_size, 'entity_tokens': cfg.entity_tokens,
+              'model_type': cfg.vocab_model_type, 'masking': cfg.name_masking}
+    if base is not None:
+      config = {'masking': cfg.name_masking, 'pretrained_base': base.describe()}
+    result = self.run('vocab', train_vocab, output='vocab', config=config,
                       deps=['world', 'gen_0/seed'])
     self.align_vocab(int(result['pieces']))
 
@@ -459,6 +484,14 @@ class _Steps:
 
   def pretrain(self, size: str) -> None:
     from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+    base = pretrained_lib.load(self.cfg.pretrained_base) if self.cfg.pretrained_base else None
+    if base is not None and size in base.sizes:
+      base.check_model(size, self.cfg.models[size])
+      self.run(f'base/{size}', lambda out: {'checkpoint': str(base.install_checkpoint(size, out)),
+                                            'pretrained_base': str(base.root)},
+               output=f'base/{size}', deps=['vocab'],
+               config={'model': self.cfg.models[size], 'pretrained_base': base.describe()})
+      return
     self._train(f'base/{size}', size,
                 lambda: rest_tasks.register_corpus(
                     self.root, self.vocab_path,
