@@ -8,9 +8,10 @@ of all their questions (`world.reading`), name-masked as the loop masks, trains
 one SentencePiece vocabulary on them and on a few worlds' agent
 demonstrations (so the agent's code tokenises as compactly as in a trained
 vocabulary), pretrains every size of `models` on the examples, and writes the
-pretrained-base directory `out_dir` (`rest.pretrained`): the vocabulary, each
-size's params and a manifest. Work files go to `work_dir`; a rerun resumes
-training from its checkpoints. Progress: a line per world batch and the
+pretrained-base directory `out_dir` (`rest/pretrained.py`): the vocabulary,
+each size's params and a manifest. Work files go to `work_dir`; a rerun reuses
+the examples and vocabulary there (delete `work_dir` to change them) and
+resumes training from its checkpoints. Progress: a line per world and the
 trainer's bar (step, rate, ETA, loss, accuracy).
 """
 
@@ -34,7 +35,8 @@ TASK = 'restreact_reading'
 
 
 def _world_examples(work: pathlib.Path, seeds: range, world_kwargs: Mapping[str, Any],
-                    demo_worlds: int, pilot_questions: int, hops: bool) -> tuple[pathlib.Path, list[pathlib.Path]]:
+                    demo_worlds: int, pilot_questions: int,
+                    hops: bool) -> tuple[pathlib.Path, list[pathlib.Path]]:
   """Writes `work/reading.jsonl` (and agent demonstrations of the first worlds)."""
   from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
   from restreact_jax.world import build, reading  # pylint: disable=g-import-not-at-top

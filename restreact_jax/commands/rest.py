@@ -108,7 +108,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     exemplar_set: hand-written trajectories ('world' or 'open_domain').
     pretrain: base LM training settings.
     pretrained_base: a `restreact pretrain_base` directory whose vocabulary
-      and weights replace vocabulary training and pretraining ('': none).
+      and weights replace vocabulary training and the pretraining of the
+      sizes it holds ('': none).
     seed_finetune: gen 0 fine-tune on the exemplars.
     finetune: each generation's policy fine-tune.
     distill: the students' fine-tune (default: `finetune`).

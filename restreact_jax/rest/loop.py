@@ -53,7 +53,7 @@ class RestConfig:
     exemplar_set: the hand-written trajectories ('world' or 'open_domain').
     pretrain: base LM training (per size).
     pretrained_base: a directory written by `restreact pretrain_base`
-      (`rest.pretrained`): its vocabulary replaces the `vocab` phase's and its
+      (`rest/pretrained.py`): its vocabulary replaces the `vocab` phase's and its
       weights each `base/<size>` pretraining, for the sizes it holds (it
       must hold the policy's; other sizes are pretrained on the world's
       corpus as without it). '': train the vocabulary and every base here.
@@ -213,6 +213,7 @@ class RestConfig:
         raise errors.UserError(
             f'rest.pretrained_base {base.root} was trained with name_masking='
             f'{bool(base.manifest.get("name_masking"))}; set rest.name_masking to match')
+      # The policy's weights must be there (check_model names what is missing).
       if self.policy_size not in base.sizes:
         base.check_model(self.policy_size, self.models[self.policy_size])
       for size in (self.policy_size, *self.student_sizes):

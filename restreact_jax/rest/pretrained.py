@@ -6,15 +6,17 @@ is a directory written by `restreact pretrain_base`:
 ```
 BASE/
   manifest.json   what was trained on what: worlds, examples, settings,
-                  every size's architecture, steps and last loss
+                  every size's architecture, steps, last loss and its
+                  reading accuracy on a held-out world
   spm.model       the SentencePiece vocabulary every size reads
   <size>/         an Orbax checkpoint holding only the params of <size>
 ```
 
 With `rest.pretrained_base = BASE` the loop's `vocab` phase installs BASE's
-vocabulary instead of training one on the world, and each `base/<size>` phase
-installs BASE's weights instead of pretraining on the world's corpus; every
-later phase is unchanged. A size whose architecture differs from the one BASE
+vocabulary instead of training one on the world, and the `base/<size>` phase
+of each size BASE holds installs its weights instead of pretraining on the
+world's corpus (other sizes are pretrained there as before, with BASE's
+vocabulary); every later phase is unchanged. A size whose architecture differs from the one BASE
 holds is refused with one line, before anything is written.
 """
 
