@@ -69,6 +69,23 @@ def test_report_table_summary_plots_and_viewer(tmp_path):
   assert sorted(p.name for p in exp.iterdir() if p.name.startswith('.')) == []
 
 
+def test_summary_is_on_the_test_split_when_the_loop_evaluated_there(tmp_path):
+  exp = _exp(tmp_path)
+  assert report.collect_summary(exp)['split'] == 'dev'
+  # The loop's world.json keeps the seed under "config".
+  _write(exp / 'world' / 'world.json', {'config': {'seed': 7, 'num_entities': 400}})
+  for name, (m, sd) in {'gen_0_xxs': (5.0, 0.0), 'gen_2_xxs': (16.25, 1.8),
+                        'gen_2_xxxs': (8.75, 1.8)}.items():
+    _write(exp / 'test' / 'eval' / name / 'summary.json',
+           {'final': {'mean': m, 'std': sd, 'n_runs': 2},
+            'answer_generation': {'mean': m, 'std': sd, 'n_runs': 2}})
+  summary = report.collect_summary(exp)
+  assert summary['world_seed'] == 7 and summary['split'] == 'test'
+  assert [(g['gen'], sorted(g['models'])) for g in summary['generations']] == [
+      (0, ['xxs']), (2, ['xxs', 'xxxs'])]
+  assert summary['generations'][1]['models']['xxxs']['final']['mean'] == 8.75
+
+
 def test_report_errors(tmp_path):
   with pytest.raises(errors.UserError, match='does not exist'):
     report.build_report(tmp_path / 'nope')

@@ -16,8 +16,11 @@ Reads what the phases left in the experiment directory:
 Writes `report/{index.html, table.md, summary.json, plots/*.png}` (and
 `test.md` when `test/eval/*/summary.json` exist) into a
 temporary directory renamed into place at the end. `summary.json` is
-`{"world_seed", "wall_seconds", "generations": [{"gen", "models": {size:
-{"final", "answer_generation"}}}]}`. All model text is HTML-escaped.
+`{"world_seed", "wall_seconds", "split", "generations": [{"gen", "models":
+{size: {"final", "answer_generation"}}}]}`, on the test split
+(`test/eval/gen_<g>_<size>/`) when the loop evaluated there, else on dev
+(`gen_<g>/eval/<size>/`; `split` says which). All model text is
+HTML-escaped.
 
 The page reads top to bottom: the headline results table (cells in
 `RESULTS_BG` under a dark header, rows `RESULTS_ROW_GAP_PX` apart, the best
@@ -45,6 +48,7 @@ from restreact_jax.evaluation.autoeval import load_jsonl
 from restreact_jax.feedback.text_overlap import cited_ids
 
 _GEN_RE = re.compile(r'^gen_(\d+)$')
+_TEST_EVAL_RE = re.compile(r'^gen_(\d+)_(.+)$')
 STEP_TYPES = ('decision', 'summarize', 'answer', 'relevance', 'grounding')
 
 
@@ -70,7 +74,7 @@ def collect_summary(exp_dir: str | pathlib.Path, world_seed: int | None = None,
     wall_seconds: overrides the sum of the manifest's phase times.
 
   Returns:
-    `{"world_seed", "wall_seconds", "generations": [...]}`.
+    `{"world_seed", "wall_seconds", "split", "generations": [...]}`.
   """
   exp = pathlib.Path(exp_dir)
   if not exp.is_dir():
@@ -78,20 +82,29 @@ def collect_summary(exp_dir: str | pathlib.Path, world_seed: int | None = None,
   if world_seed is None:
     world_json = exp / 'world' / 'world.json'
     meta = _read_json(world_json) if world_json.exists() else {}
-    world_seed = int(meta.get('world_seed', meta.get('seed', -1)))
+    config = meta.get('config') if isinstance(meta.get('config'), dict) else {}
+    world_seed = int(meta.get('world_seed', meta.get('seed', config.get('seed', -1))))
   if wall_seconds is None:
     manifest = exp / 'manifest.json'
     phases = _read_json(manifest).get('phases', {}) if manifest.exists() else {}
     wall_seconds = float(sum(float(p.get('seconds', 0.0)) for p in phases.values()))
-  generations = []
-  for g, path in _generations(exp):
-    models = {}
-    for summary in sorted((path / 'eval').glob('*/summary.json')):
+  keep = ('final', 'answer_generation')
+  by_gen: dict[int, dict[str, Any]] = {}
+  # The test split (`test/eval/gen_<g>_<size>/`) when the loop has run it there.
+  for summary in sorted((exp / 'test' / 'eval').glob('*/summary.json')):
+    if m := _TEST_EVAL_RE.match(summary.parent.name):
       s = _read_json(summary)
-      models[summary.parent.name] = {k: s[k] for k in ('final', 'answer_generation') if k in s}
-    if models:
-      generations.append({'gen': g, 'models': models})
-  return {'world_seed': world_seed, 'wall_seconds': wall_seconds, 'generations': generations}
+      by_gen.setdefault(int(m.group(1)), {})[m.group(2)] = {k: s[k] for k in keep if k in s}
+  split = 'test'
+  if not by_gen:  # otherwise the dev evaluations of `gen_<g>/eval/<size>/`
+    split = 'dev'
+    for g, path in _generations(exp):
+      for summary in sorted((path / 'eval').glob('*/summary.json')):
+        s = _read_json(summary)
+        by_gen.setdefault(g, {})[summary.parent.name] = {k: s[k] for k in keep if k in s}
+  generations = [{'gen': g, 'models': models} for g, models in sorted(by_gen.items()) if models]
+  return {'world_seed': world_seed, 'wall_seconds': wall_seconds, 'split': split,
+          'generations': generations}
 
 
 def _cell(stat: dict[str, Any] | None) -> str:
