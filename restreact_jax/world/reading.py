@@ -64,9 +64,11 @@ def _shown(support: Sequence[str], entities: Sequence[str],
 def _render(question: str, shown: Sequence[str], hops: Sequence[Mapping[str, Any]],
             answer: str, corpus: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
   link = {p: k + 1 for k, p in enumerate(shown)}
-  facts = dict.fromkeys(
-      f'{stating_sentence(str(corpus[h["passage_id"]]["text"]), str(h["entity"]), str(h["value"])).rstrip(".")}'
-      f' [link_id={link[str(h["passage_id"])]}].' for h in hops)
+  facts: dict[str, None] = {}  # in hop order, each sentence once
+  for hop in hops:
+    p = str(hop['passage_id'])
+    sentence = stating_sentence(str(corpus[p]['text']), str(hop['entity']), str(hop['value']))
+    facts[f'{sentence.rstrip(".")} [link_id={link[p]}].'] = None
   results = ''.join(f'[link_id={link[p]}] {corpus[p]["title"]}: {corpus[p]["text"]}\n'
                     for p in shown)
   return {'inputs': f'Question: {question}\nSearch results:\n{results}Question: {question}\n',
