@@ -1,20 +1,27 @@
 # The two commands: `make demo` (the main job on the embedded default) and
-# `make test`. Both create or refresh .venv from the pinned files first.
+# `make test`. Both create or refresh .venv from the pinned files first: the
+# demo needs the runtime stack only, the tests add their references (torch,
+# transformers, notebook tools).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv bench clean browser full
 
-$(STAMP): requirements.txt requirements-test.txt setup.py
+$(STAMP): requirements.txt setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-test.txt
+	$(VENV)/bin/pip install -q -r requirements.txt
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-test.txt
+	touch $(TEST_STAMP)
+
+venv: $(TEST_STAMP)
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash launch/local.sh $(DEMO_ARGS)
@@ -26,7 +33,7 @@ full: $(STAMP)
 	$(VENV)/bin/restreact rest --gin_file=gin/experiments/full_cpu.gin --gin.EXP_DIR="'runs/full'" $(FULL_ARGS)
 	$(VENV)/bin/restreact rest --gin_file=gin/experiments/full_cpu.gin --gin.EXP_DIR="'runs/full_oracle'" --gin.rest.ranker="'oracle'" $(FULL_ARGS)
 
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
 
 # Headless Chromium for tests/test_report_browser.py (it skips without one).

@@ -314,7 +314,9 @@ def prepare(vocab: Any, request: llm.SamplingRequest, *, max_len: int,
   The prompt is tokenized as `[bos] + encode(prefix) + encode(rest)`, always,
   so reusing a prefix's cache can never change the tokens a model sees. BOS
   defaults to id 0, the token seqio's decoder feature converter puts before
-  every training sequence; an empty prompt is just BOS.
+  every training sequence; an empty prompt is just BOS. A `response_prefix`
+  follows as `encode(response_prefix)`: a target is tokenized apart from its
+  inputs in training, so the model sees the tokens a target starts with.
 
   Args:
     vocab: a `seqio.Vocabulary` (anything with `encode`).
@@ -336,6 +338,8 @@ def prepare(vocab: Any, request: llm.SamplingRequest, *, max_len: int,
   head = [] if bos_id is None else [bos_id]
   prefix = head + list(vocab.encode(request.prefix)) if request.prefix else head
   tokens = prefix + list(vocab.encode(request.prompt[len(request.prefix):]))
+  if request.response_prefix:
+    tokens += list(vocab.encode(request.response_prefix))
   if not tokens:
     tokens = [0]
   if len(prefix) <= 1:
@@ -393,11 +397,16 @@ def _first_stop(text: str, stops: Sequence[str]) -> int | None:
 
 
 def make_sample(decode: Callable[[Sequence[int]], str], tokens: Sequence[int],
-                logprobs: Sequence[float], finish: str, text: str | None = None) -> llm.Sample:
-  """A `Sample` from a finished row (text decoded unless already cut at a stop)."""
+                logprobs: Sequence[float], finish: str, text: str | None = None,
+                response_prefix: str = '') -> llm.Sample:
+  """A `Sample` from a finished row (text decoded unless already cut at a stop).
+
+  The request's `response_prefix` was fed to the model, not generated: the
+  text starts with it, the tokens and logprobs are the generated ones only.
+  """
   if text is None:
     text = decode(tokens)
-  return llm.Sample(text=text, tokens=tuple(int(t) for t in tokens),
+  return llm.Sample(text=response_prefix + text, tokens=tuple(int(t) for t in tokens),
                     logprobs=tuple(float(x) for x in logprobs), finish_reason=finish)
 
 
@@ -420,9 +429,11 @@ class RowProgress:
     hit = stops.find(self.tokens, self.prepared.request.stop, checked)
     if hit is not None:
       end, text = hit
-      self.result = make_sample(decode, self.tokens[:end], self.logprobs[:end], 'stop', text)
+      self.result = make_sample(decode, self.tokens[:end], self.logprobs[:end], 'stop', text,
+                                self.prepared.request.response_prefix)
     elif device_finish != FINISH_RUNNING:
-      self.result = make_sample(decode, self.tokens, self.logprobs, FINISH_NAMES[device_finish])
+      self.result = make_sample(decode, self.tokens, self.logprobs, FINISH_NAMES[device_finish],
+                                response_prefix=self.prepared.request.response_prefix)
     return self.result is not None
 
 
@@ -447,7 +458,8 @@ def expand(prepared: Sequence[Prepared]) -> list[RowProgress]:
 def finish_zero_budget(row: RowProgress, decode) -> bool:
   """Rows with no token budget finish at once with 'length'."""
   if row.prepared.max_new <= 0:
-    row.result = make_sample(decode, [], [], 'length')
+    row.result = make_sample(decode, [], [], 'length',
+                             response_prefix=row.prepared.request.response_prefix)
     return True
   return False
 

@@ -34,6 +34,10 @@ class SamplingRequest:
     seed: sampling seed; same request and seed give the same samples.
     prefix: optional shared prefix of `prompt` (e.g. a step type's preamble)
       that an engine may prefill once and reuse across requests.
+    response_prefix: text every completion is made to begin with: the model
+      reads it after the prompt (tokenized on its own, as a training target's
+      start is) and continues from there. Returned texts start with it; its
+      tokens are not in `Sample.tokens` or `Sample.logprobs`.
   """
   prompt: str
   n: int = 1
@@ -44,6 +48,7 @@ class SamplingRequest:
   stop: tuple[str, ...] = (END_MARKER,)
   seed: int = 0
   prefix: str = ''
+  response_prefix: str = ''
 
   def validate(self) -> None:
     if not isinstance(self.n, int) or self.n < 1:
@@ -59,6 +64,8 @@ class SamplingRequest:
       raise errors.UserError(f'SamplingRequest.max_tokens must be >= 0, got {self.max_tokens!r}')
     if self.prefix and not self.prompt.startswith(self.prefix):
       raise errors.UserError('SamplingRequest.prefix must be a prefix of prompt')
+    if any(s and s in self.response_prefix for s in self.stop):
+      raise errors.UserError('SamplingRequest.response_prefix must not contain a stop string')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -231,3 +231,28 @@ def test_requests_carry_the_shared_prefix_and_sampling_settings():
   assert req.prefix and req.prompt.startswith(req.prefix)
   assert req.prompt.endswith("ORIGINAL_QUESTION: str = 'Q?'\n")
   req.validate()
+
+
+def test_action_head_is_given_and_continued():
+  # With `action_head` every request carries its step's statement head; the
+  # model writes only the rest, and what it writes must fit the head: a
+  # summary's fields after the answer's head do not parse.
+  def rest(step_type, text):
+    return text[len(prompts.ACTION_HEADS[step_type]):]
+  wrong = "'x', selected_link_ids=[1])"
+  check = T('relevance', {'type': 'Check_Answer', 'passed': True})
+  llm = ScriptedLLM(by_step({
+      'decision': [rest('decision', STOP)], 'answer': [wrong, rest('answer', ANSWER)],
+      'relevance': [rest('relevance', check)], 'grounding': [rest('grounding', check)]}))
+  traj = drive(make_agent(action_head=True, num_samples=1), llm, FakeSearch())
+  assert [r.response_prefix for r in llm.requests] == [
+      'ACTION_SELECTED = ActionWrapper(thoughts=', 'ACTION_SELECTED: Answer = Answer(thoughts=',
+      'ACTION_SELECTED: Answer = Answer(thoughts=', 'ACTION_SELECTED: Command =',
+      'ACTION_SELECTED: Command =']
+  answer = traj.steps[1]
+  assert answer.step_type == 'answer' and answer.attempts == 2
+  assert answer.parse_events[0]['errors'][0].startswith('bad_field')
+  assert answer.candidates[0].text == ANSWER
+  assert traj.answer_generation == 'Oren Vasko [link_id=4].' and traj.status == 'ok'
+  plain = make_agent().next(None).request
+  assert plain.response_prefix == ''

@@ -106,6 +106,15 @@ def test_http_backend_sends_the_request_and_reads_samples(server, monkeypatch):
   assert server.auth == [f'Bearer {SECRET}'] * 2
 
 
+def test_http_backend_continues_the_response_prefix(server):
+  server.reply = lambda p: [(' Answer(x)', [-0.1], 'stop')]
+  llm = OpenAICompletionsLLM(server.url + '/v1', 'tiny', api_key_env='')
+  out = llm.generate([SamplingRequest(prompt='Q\n', response_prefix='ACTION_SELECTED: Answer =',
+                                      n=1)])
+  assert out[0][0].text == 'ACTION_SELECTED: Answer = Answer(x)'
+  assert server.payloads[-1]['prompt'] == 'Q\nACTION_SELECTED: Answer ='
+
+
 def test_http_backend_retries_server_errors(server):
   server.fail_first = 2
   server.reply = lambda p: [('ok', [-1.0], 'length')]

@@ -114,6 +114,30 @@ def test_prefix_reuse_changes_nothing(params, reference):
   assert_same(got, reference(reqs))
 
 
+def test_response_prefix_is_read_not_generated(params, reference):
+  # Bytes tokenize the same apart or together, so a response prefix must
+  # give exactly what the prompt with the prefix appended gives, its text
+  # aside: the prefix starts the text and is not among the tokens.
+  preamble = 'def step():\n'
+  heads = ('ACTION_SELECTED: Answer =', 'X =')
+  primed = [llm.SamplingRequest(preamble + f'Q{k}\n', prefix=preamble, n=2, temperature=0.7,
+                                max_tokens=5 + k, stop=(), seed=k, response_prefix=heads[k % 2])
+            for k in range(4)]
+  plain = [dataclasses.replace(r, prompt=r.prompt + r.response_prefix, response_prefix='')
+           for r in primed]
+  want = reference(plain)
+  for got in (make_engine(params).generate(primed), reference(primed)):
+    for g_samples, w_samples, r in zip(got, want, primed):
+      for g, w in zip(g_samples, w_samples):
+        assert g.text == r.response_prefix + w.text
+        assert g.tokens == w.tokens and g.finish_reason == w.finish_reason
+        np.testing.assert_allclose(g.logprobs, w.logprobs, rtol=1e-4, atol=1e-4)
+  prepared = decoding.prepare(VOCAB, primed[0], max_len=MAX_LEN)
+  assert prepared.tokens[-len(heads[0]):] == tuple(VOCAB.encode(heads[0]))
+  with pytest.raises(errors.UserError, match='response_prefix must not contain a stop'):
+    llm.SamplingRequest('p', response_prefix='a # [END]').validate()
+
+
 def test_sharded_engine_equals_unsharded(params):
   assert len(jax.devices()) >= 8
   mesh = partitioning.make_mesh((2, 4))

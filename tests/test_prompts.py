@@ -197,3 +197,32 @@ def test_world_exemplars_use_exemplar_templates():
     assert all(g in canon.NAMES for g in m.groups()), (traj.name, m.groups())
     used.add(traj.template_id)
   assert len(used) >= 6  # the set covers most exemplar templates
+
+
+def test_action_heads_start_targets_on_a_token_boundary():
+  # `AgentConfig.action_head` feeds a head as tokens of its own: it must be
+  # how every target starts, and, in the shipped vocabulary, the very tokens
+  # the whole target begins with (else the model reads a split it never saw).
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  sp = spm.SentencePieceProcessor(
+      model_file=str(prompts.EXEMPLAR_DIR.parents[2] / 'pretrained' / 'reading' / 'spm.model'))
+  rng = random.Random(0)
+  actions = {
+      'decision': [{'type': 'Search', 'query': '@1 founded by', 'thoughts': 'I need @1.'},
+                   {'type': 'Terminate', 'thoughts': ''}],
+      'summarize': [{'type': 'LinkSelection', 'grounded_summarization': 'According to '
+                     '[link_id=2], @1 was built in @2.', 'thoughts': 'x', 'selected_link_ids': [2]}],
+      'answer': [{'type': 'Answer', 'thoughts': "It's @3.", 'answer': '@3 [link_id=1].'}],
+      'relevance': [{'type': 'Check_Answer', 'passed': True}],
+      'grounding': [{'type': 'Revise_Answer', 'revised_answer': 'No.'}],
+  }
+  for step_type in prompts.STEP_TYPES:
+    head = prompts.ACTION_HEADS[step_type]
+    head_ids = sp.encode(head)
+    for action in actions[step_type]:
+      for text in ('', hostile_string(rng)):
+        action = {k: (v + text if isinstance(v, str) and k != 'type' else v)
+                  for k, v in action.items()}
+        target = prompts.render_target(step_type, action)
+        assert target.startswith(head)
+        assert sp.encode(target)[:len(head_ids)] == head_ids, (step_type, target)

@@ -64,6 +64,11 @@ class AgentConfig:
     base_seed: the root of every sampling seed.
     policy: a label of the policy, stored in the trajectory.
     tools: 'search', plus 'calculator' to allow `Calculate` decisions.
+    action_head: give the model each step's statement head after the prompt
+      (`prompts.ACTION_HEADS`, e.g. `ACTION_SELECTED: Answer =
+      Answer(thoughts=`), so it writes the statement its step type declares
+      instead of choosing one (a small model trained mostly on summaries
+      writes `LinkSelection(` in answer steps). Completions keep the head.
   """
   num_samples: int = 4
   temperature: float = 0.5
@@ -75,6 +80,7 @@ class AgentConfig:
   base_seed: int = 0
   policy: str = ''
   tools: tuple[str, ...] = prompts.DEFAULT_TOOLS
+  action_head: bool = False
 
   def validate(self) -> None:
     for name in ('num_samples', 'max_attempts', 'results_per_search'):
@@ -213,7 +219,8 @@ class Agent:
     request = SamplingRequest(
         prompt=step.prompt, n=self.config.num_samples, temperature=self.config.temperature,
         top_p=self.config.top_p, max_tokens=self.config.max_tokens, stop=(END_MARKER,),
-        seed=seed, prefix=step.prompt[:step.prefix_len])
+        seed=seed, prefix=step.prompt[:step.prefix_len],
+        response_prefix=prompts.ACTION_HEADS[step.step_type] if self.config.action_head else '')
     return LLMCall(request=request, step_type=step.step_type)
 
   def _on_samples(self, samples: Sequence[Sample] | None, elapsed_s: float) -> Request:

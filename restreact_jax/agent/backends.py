@@ -126,7 +126,7 @@ class OpenAICompletionsLLM:
 
   def _payload(self, request: SamplingRequest) -> dict[str, Any]:
     payload = {
-        'prompt': request.prompt, 'n': request.n, 'temperature': request.temperature,
+        'prompt': request.prompt + request.response_prefix, 'n': request.n, 'temperature': request.temperature,
         'top_p': request.top_p, 'max_tokens': request.max_tokens,
         'stop': list(request.stop), 'seed': request.seed, 'logprobs': 1,
     }
@@ -172,7 +172,8 @@ class OpenAICompletionsLLM:
       lp = (c.get('logprobs') or {}).get('token_logprobs') or []
       logprobs = tuple(float(x) for x in lp if x is not None and math.isfinite(float(x)))
       reason = c.get('finish_reason') or 'length'
-      out.append(Sample(text=str(c.get('text', '')), tokens=(), logprobs=logprobs,
+      text = request.response_prefix + str(c.get('text', ''))
+      out.append(Sample(text=text, tokens=(), logprobs=logprobs,
                         finish_reason='stop' if reason == 'stop' else reason))
     return out
 
@@ -205,7 +206,8 @@ class ScriptedLLM:
   """A deterministic `LLM` whose outputs come from a function.
 
   `script(request, i)` returns the i-th sample of a request: a text, or
-  `(text, logprobs)`. Without explicit logprobs, `pseudo_logprobs` derives
+  `(text, logprobs)`; a text that does not start with the request's
+  `response_prefix` is what follows it. Without explicit logprobs, `pseudo_logprobs` derives
   them from (prompt, seed, i, text), so the result depends only on the request
   (never on what else is in the batch) — as a real seeded sampler.
 
@@ -233,6 +235,8 @@ class ScriptedLLM:
         else:
           text = result
           logprobs = pseudo_logprobs(text, f'{request.prompt}|{request.seed}|{i}')
+        if not text.startswith(request.response_prefix):
+          text = request.response_prefix + text
         samples.append(Sample(text=text, tokens=tuple(range(len(logprobs))),
                               logprobs=logprobs, finish_reason='stop'))
       out.append(samples)

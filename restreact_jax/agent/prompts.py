@@ -65,6 +65,21 @@ _SET_PARTS = {'world_tools': ('world', 'world_tools')}
 TOOLS = ('search', 'calculator')
 DEFAULT_TOOLS = ('search',)
 
+# The fixed start of the statement each step type's completion is: the
+# variable, the type the step's code declares and, where the type has a
+# single constructor, the call up to its first field's value (the checks
+# choose between two commands). `render_target` writes it; with
+# `AgentConfig.action_head` the model is given it and writes the rest. Each
+# ends where the project's vocabularies split a target (tests/test_prompts.py),
+# so the model reads the very tokens it was trained to write.
+ACTION_HEADS = {
+    'decision': 'ACTION_SELECTED = ActionWrapper(thoughts=',
+    'summarize': 'ACTION_SELECTED: LinkSelection = LinkSelection(grounded_summarization=',
+    'answer': 'ACTION_SELECTED: Answer = Answer(thoughts=',
+    'relevance': 'ACTION_SELECTED: Command =',
+    'grounding': 'ACTION_SELECTED: Command =',
+}
+
 FORCED_TERMINATE_THOUGHTS = 'No searches remain.'
 INDENT = '  '
 
@@ -371,7 +386,9 @@ def render_target(step_type: str, action: Mapping[str, Any],
   Returns:
     The completion text, without the `# [END]` stop marker.
   """
-  head = ''.join(py_comment(c) + '\n' for c in comments)
+  if step_type not in ACTION_HEADS:
+    raise ValueError(f'unknown step type {step_type!r}')
+  head = ''.join(py_comment(c) + '\n' for c in comments) + ACTION_HEADS[step_type]
   kind = action['type']
   if step_type == 'decision':
     if kind == 'Search':
@@ -380,22 +397,16 @@ def render_target(step_type: str, action: Mapping[str, Any],
       inner = f'Calculate(expression={py_str(action["expression"])})'
     else:
       inner = 'Terminate()'
-    return head + (f'ACTION_SELECTED = ActionWrapper(thoughts={py_str(action["thoughts"])}, '
-                   f'action={inner})')
+    return head + f'{py_str(action["thoughts"])}, action={inner})'
   if step_type == 'summarize':
     ids = ', '.join(str(int(i)) for i in action['selected_link_ids'])
-    return head + ('ACTION_SELECTED: LinkSelection = LinkSelection(grounded_summarization='
-                   f'{py_str(action["grounded_summarization"])}, '
+    return head + (f'{py_str(action["grounded_summarization"])}, '
                    f'thoughts={py_str(action["thoughts"])}, selected_link_ids=[{ids}])')
   if step_type == 'answer':
-    return head + (f'ACTION_SELECTED: Answer = Answer(thoughts={py_str(action["thoughts"])}, '
-                   f'answer={py_str(action["answer"])})')
-  if step_type in ('relevance', 'grounding'):
-    if kind == 'Check_Answer':
-      return head + f'ACTION_SELECTED: Command = Check_Answer(passed={bool(action["passed"])})'
-    return head + ('ACTION_SELECTED: Command = Revise_Answer(revised_answer='
-                   f'{py_str(action["revised_answer"])})')
-  raise ValueError(f'unknown step type {step_type!r}')
+    return head + f'{py_str(action["thoughts"])}, answer={py_str(action["answer"])})'
+  if kind == 'Check_Answer':
+    return head + f' Check_Answer(passed={bool(action["passed"])})'
+  return head + f' Revise_Answer(revised_answer={py_str(action["revised_answer"])})'
 
 
 # ---------------------------------------------------------------------------

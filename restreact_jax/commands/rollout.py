@@ -101,7 +101,8 @@ def make_llm(exp_dir: str, *, backend: str, model: Any = None,
 
 def make_agent_config(*, num_samples, temperature, max_tokens, max_searches,
                       results_per_search, max_attempts, seed, policy,
-                      tools: Sequence[str] | str = prompts.DEFAULT_TOOLS) -> AgentConfig:
+                      tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
+                      action_head: bool | str = False) -> AgentConfig:
   """The checked `AgentConfig` from command arguments (numbers may be strings).
 
   `tools` is a sequence of tool names or a comma-separated string.
@@ -111,7 +112,8 @@ def make_agent_config(*, num_samples, temperature, max_tokens, max_searches,
       max_tokens=_int(max_tokens, 'max_tokens'), max_searches=_int(max_searches, 'max_searches'),
       results_per_search=_int(results_per_search, 'results_per_search'),
       max_attempts=_int(max_attempts, 'max_attempts'), base_seed=_int(seed, 'seed'),
-      policy=str(policy), tools=prompts.normalize_tools(tools))
+      policy=str(policy), tools=prompts.normalize_tools(tools),
+      action_head=as_bool(action_head))
   config.validate()
   return config
 
@@ -144,6 +146,7 @@ def rollout(exp_dir: str = gin.REQUIRED,
             max_attempts: int | str = 3,
             seed: int | str = 0,
             tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
+            action_head: bool | str = False,
             name_masking: bool | str = False,
             max_concurrent: int | str = 512,
             search_backend: str = 'bm25',
@@ -183,6 +186,8 @@ def rollout(exp_dir: str = gin.REQUIRED,
     max_attempts: sampling rounds per step before giving up.
     seed: base seed.
     tools: 'search', plus 'calculator' for `Calculate` decisions.
+    action_head: the model continues each step's statement head
+      (`AgentConfig.action_head`).
     name_masking: the policy reads and writes entity names as placeholders
       (a policy trained with `rest.name_masking`; the world's names are used).
     max_concurrent: live agents at most.
@@ -214,7 +219,8 @@ def rollout(exp_dir: str = gin.REQUIRED,
       num_samples=num_samples, temperature=temperature, max_tokens=max_tokens,
       max_searches=max_searches, results_per_search=results_per_search,
       max_attempts=max_attempts, seed=seed,
-      policy=policy_checkpoint or hf_dir or openai_model or llm_backend, tools=tools)
+      policy=policy_checkpoint or hf_dir or openai_model or llm_backend, tools=tools,
+      action_head=action_head)
   prompter = prompts.Prompter(exemplar_set or None,
                               None if num_exemplars in (None, '', 'None') else
                               _int(num_exemplars, 'num_exemplars'))

@@ -83,6 +83,8 @@ class AgentSettings:
     max_concurrent: live agents at most.
     tools: the agent's tools: ('search',) or ('search', 'calculator'); a
       calculation uses one unit of `max_searches`.
+    action_head: the model continues each step's statement head
+      (`AgentConfig.action_head`).
   """
   num_samples: int = 4
   temperature: float = 0.5
@@ -93,6 +95,7 @@ class AgentSettings:
   num_slots: int = 64
   max_concurrent: int = 512
   tools: tuple[str, ...] = ('search',)
+  action_head: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,7 +381,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
                        max_tokens=agent.max_tokens, max_searches=agent.max_searches,
                        results_per_search=agent.results_per_search,
                        max_attempts=agent.max_attempts, base_seed=seed, policy=policy.label,
-                       tools=prompts.normalize_tools(agent.tools))
+                       tools=prompts.normalize_tools(agent.tools),
+                       action_head=agent.action_head)
   prompter = prompts.Prompter(policy.exemplar_set, policy.num_exemplars)
   tool = search_cmd.make_search_tool(exp_dir, 'bm25', None, use_cache=True,
                                      max_snippet_chars=snippet_chars)
