@@ -249,7 +249,10 @@ def test_tools_are_checked():
       num_samples='2', temperature='0.5', max_tokens='16', max_searches='3',
       results_per_search='3', max_attempts='1', seed='0', policy='p',
       tools='search,calculator')
-  assert config.tools == TOOLS
+  assert config.tools == TOOLS and not config.action_head
+  assert rollout_cmd.make_agent_config(
+      num_samples=2, temperature=0.5, max_tokens=16, max_searches=3, results_per_search=3,
+      max_attempts=1, seed=0, policy='p', action_head='true').action_head
   with pytest.raises(errors.UserError, match='unknown tool'):
     rollout_cmd.make_agent_config(
         num_samples=2, temperature=0.5, max_tokens=16, max_searches=3, results_per_search=3,

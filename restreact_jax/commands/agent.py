@@ -112,6 +112,7 @@ def agent(exp_dir: str = gin.REQUIRED,
           max_attempts: int | str = 3,
           seed: int | str = 0,
           tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
+          action_head: bool | str = False,
           name_masking: bool | str = False,
           search_backend: str = 'bm25',
           search_http_config: Any = None,
@@ -133,7 +134,8 @@ def agent(exp_dir: str = gin.REQUIRED,
       num_samples=num_samples, temperature=temperature, max_tokens=max_tokens,
       max_searches=max_searches, results_per_search=results_per_search,
       max_attempts=max_attempts, seed=seed,
-      policy=policy_checkpoint or hf_dir or openai_model or llm_backend, tools=tools)
+      policy=policy_checkpoint or hf_dir or openai_model or llm_backend, tools=tools,
+      action_head=action_head)
   prompter = prompts.Prompter(exemplar_set or None,
                               None if num_exemplars in (None, '', 'None') else int(num_exemplars))
   tool = search_cmd.make_search_tool(exp_dir, search_backend, search_http_config,
