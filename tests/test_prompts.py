@@ -210,8 +210,9 @@ def test_action_heads_start_targets_on_a_token_boundary():
   actions = {
       'decision': [{'type': 'Search', 'query': '@1 founded by', 'thoughts': 'I need @1.'},
                    {'type': 'Terminate', 'thoughts': ''}],
-      'summarize': [{'type': 'LinkSelection', 'grounded_summarization': 'According to '
-                     '[link_id=2], @1 was built in @2.', 'thoughts': 'x', 'selected_link_ids': [2]}],
+      'summarize': [{'type': 'LinkSelection',
+                     'grounded_summarization': 'According to [link_id=2], @1 was built in @2.',
+                     'thoughts': 'x', 'selected_link_ids': [2]}],
       'answer': [{'type': 'Answer', 'thoughts': "It's @3.", 'answer': '@3 [link_id=1].'}],
       'relevance': [{'type': 'Check_Answer', 'passed': True}],
       'grounding': [{'type': 'Revise_Answer', 'revised_answer': 'No.'}],

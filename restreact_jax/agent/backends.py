@@ -126,9 +126,10 @@ class OpenAICompletionsLLM:
 
   def _payload(self, request: SamplingRequest) -> dict[str, Any]:
     payload = {
-        'prompt': request.prompt + request.response_prefix, 'n': request.n, 'temperature': request.temperature,
-        'top_p': request.top_p, 'max_tokens': request.max_tokens,
-        'stop': list(request.stop), 'seed': request.seed, 'logprobs': 1,
+        'prompt': request.prompt + request.response_prefix, 'n': request.n,
+        'temperature': request.temperature, 'top_p': request.top_p,
+        'max_tokens': request.max_tokens, 'stop': list(request.stop), 'seed': request.seed,
+        'logprobs': 1,
     }
     if self.model:
       payload['model'] = self.model
@@ -207,9 +208,10 @@ class ScriptedLLM:
 
   `script(request, i)` returns the i-th sample of a request: a text, or
   `(text, logprobs)`; a text that does not start with the request's
-  `response_prefix` is what follows it. Without explicit logprobs, `pseudo_logprobs` derives
-  them from (prompt, seed, i, text), so the result depends only on the request
-  (never on what else is in the batch) — as a real seeded sampler.
+  `response_prefix` is what follows it. Without explicit logprobs,
+  `pseudo_logprobs` derives them from (prompt, seed, i, text), so the result
+  depends only on the request (never on what else is in the batch) — as a
+  real seeded sampler.
 
   Attributes:
     calls: how many `generate` calls were made.
