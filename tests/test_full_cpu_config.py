@@ -152,7 +152,20 @@ def test_the_xs_demo_differs_from_the_demo_in_the_policy_only(monkeypatch, tmp_p
   big, small = xs.models['xs'], demo.models['xxs']
   assert big.embed_dim > small.embed_dim and big.num_layers > small.num_layers
   assert big.vocab_size == small.vocab_size and big.max_len == small.max_len
-  assert xs.models['xxxs'] == demo.models['xxxs'] and xs.student_sizes == demo.student_sizes
+  # XS keeps the XXXS student of its own (the demo's is cut from its XXS).
+  assert xs.student_sizes == ('xxxs',) and xs.student_init == 'base'
   for name in ('world', 'seed_finetune', 'finetune', 'agent', 'guided_rollouts',
                'select_on_dev', 'train_limit', 'mixture_rates'):
     assert getattr(xs, name) == getattr(demo, name), name
+
+
+def test_the_demos_student_is_cut_from_its_policy(monkeypatch, tmp_path):
+  from restreact_jax.models import configs, prune  # pylint: disable=g-import-not-at-top
+  demo = _rest_config(monkeypatch, tmp_path / 'demo', DEMO)
+  policy = demo.models[demo.policy_size]
+  (size,) = demo.student_sizes
+  student = demo.models[size]
+  assert demo.student_init == 'pruned'
+  prune.check_prunable(policy, student)
+  assert student.num_layers < policy.num_layers and student.mlp_dim < policy.mlp_dim
+  assert configs.param_count(student) < 0.7 * configs.param_count(policy)

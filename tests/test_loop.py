@@ -40,7 +40,15 @@ def test_config_validation_names_the_bad_setting():
            ({'trajectory_filter': 'gold'}, 'rest.trajectory_filter'),
            ({'dev_eval_runs': 0}, 'rest.dev_eval_runs'),
            ({'revise_summaries': True}, 'revise_summaries needs rest.guided_rollouts'),
-           ({'student_seed': phases.TrainSettings(steps=0)}, 'rest.student_seed')]
+           ({'student_seed': phases.TrainSettings(steps=0)}, 'rest.student_seed'),
+           ({'student_init': 'distilbert'}, 'rest.student_init'),
+           ({'heldout_eval': True}, 'rest.heldout_eval needs rest.train_limit'),
+           ({'init_from': 'gen_0', 'gen0': 'prompted', 'gen0_openai_base_url': 'http://x'},
+            "init_from = 'gen_0' needs a fine-tuned gen 0"),
+           ({'student_init': 'pruned', 'models': {
+               's': _config().models['s'],
+               'xs': _config().models['s'].replace(embed_dim=8, head_dim=4)}},
+            "student 'xs': cannot prune to the student: its embed_dim 8")]
   for kw, message in cases:
     with pytest.raises(errors.UserError, match=message):
       _config(**kw).validate()
@@ -186,6 +194,13 @@ class _RecordingSteps:
   def __getattr__(self, name):
     return lambda *a, **k: None
 
+  def pretrain(self, size):
+    self.calls.append(('pretrain', size))
+
+  def prune(self, g, size, teacher):
+    self.calls.append(('prune', g, size, teacher.phase))
+    return phases.Policy(f'gen_{g}/pruned/{size}', g, size, f'gen_{g}/pruned/{size}')
+
   def seed_student(self, size):
     self.calls.append(('seed', size))
     return phases.Policy(f'gen_0/{size}', 0, size, f'gen_0/models/{size}')
@@ -230,11 +245,27 @@ def test_students_start_from_their_seed_fine_tune(tmp_path, monkeypatch, last_on
   loop.self_improve(cfg, experiment.Experiment(tmp_path, log=lambda _: None), log=lambda _: None)
   students = [c for c in _RecordingSteps.calls if c[1] == 'xs']
   if last_only:
-    assert students == [('seed', 'xs'), (2, 'xs', 'gen_0/models/xs')]
+    assert students == [('pretrain', 'xs'), ('seed', 'xs'), (2, 'xs', 'gen_0/models/xs')]
   else:
-    assert students == [('seed', 'xs'), (1, 'xs', 'gen_0/models/xs'), (2, 'xs', 'gen_1/models/xs')]
+    assert students == [('pretrain', 'xs'), ('seed', 'xs'), (1, 'xs', 'gen_0/models/xs'),
+                        (2, 'xs', 'gen_1/models/xs')]
   assert [c for c in _RecordingSteps.calls if c[1] == 's'] == [
-      (1, 's', 'gen_0/models/s'), (2, 's', 'gen_1/models/s')]
+      ('pretrain', 's'), (1, 's', 'gen_0/models/s'), (2, 's', 'gen_1/models/s')]
+
+
+@pytest.mark.parametrize('last_only', [False, True])
+def test_pruned_students_start_from_their_generations_policy(tmp_path, monkeypatch, last_only):
+  _RecordingSteps.calls = []
+  monkeypatch.setattr(loop, '_Steps', _RecordingSteps)
+  cfg = _config(generations=2, distill_last_only=last_only, student_init='pruned')
+  loop.self_improve(cfg, experiment.Experiment(tmp_path, log=lambda _: None), log=lambda _: None)
+  students = [c for c in _RecordingSteps.calls if 'xs' in c]
+  # No base, no seed fine-tune: each distillation starts from the policy it
+  # distils, cut to the student's shape.
+  want = [('prune', 2, 'xs', 'gen_2/models/s'), (2, 'xs', 'gen_2/pruned/xs')]
+  if not last_only:
+    want = [('prune', 1, 'xs', 'gen_1/models/s'), (1, 'xs', 'gen_1/pruned/xs')] + want
+  assert students == want
 
 
 @pytest.mark.slow
@@ -263,3 +294,29 @@ def test_dev_may_use_fewer_runs_than_test(tmp_path, monkeypatch):
   assert steps.evaluate(policy, 'dev')['n_runs'] == 1
   assert steps.evaluate(policy, 'test')['n_runs'] == 3
   assert seen['dev.jsonl'] == 1 and seen['test.jsonl'] == 3
+
+
+def test_each_generation_starts_from_what_init_from_says():
+  prev = phases.Policy('gen_1/s', 1, 's', 'gen_1/models/s')
+  pruned = phases.Policy('gen_2/pruned/xs', 2, 'xs', 'gen_2/pruned/xs')
+  for init_from, want in (('base', 'base/s'), ('previous', 'gen_1/models/s'),
+                          ('gen_0', 'gen_0/models/s')):
+    assert loop.init_phase_for(_config(init_from=init_from), 2, 's', prev) == want
+  # Generation 1's previous model is gen 0 itself under 'previous'.
+  gen0 = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
+  assert loop.init_phase_for(_config(init_from='previous'), 1, 's', gen0) == 'gen_0/models/s'
+  # A student cut from its generation's policy starts there whatever init_from says.
+  for init_from in loop.INIT_FROM:
+    assert loop.init_phase_for(_config(init_from=init_from), 2, 'xs', pruned) == 'gen_2/pruned/xs'
+  assert loop.init_phase_for(_config(init_from='base'), 2, 'xs', None) == 'base/xs'
+
+
+def test_heldout_questions_are_the_unlabeled_ones_after_train_limit(tmp_path):
+  unlabeled = tmp_path / 'train_unlabeled.jsonl'
+  unlabeled.write_text(''.join(json.dumps({'id': f'q{i}', 'question': '?'}) + '\n'
+                               for i in range(5)))
+  result = phases.write_heldout(tmp_path, unlabeled, 3)
+  rows = [json.loads(l) for l in (tmp_path / 'questions.jsonl').read_text().splitlines()]
+  assert [r['id'] for r in rows] == ['q3', 'q4'] and result['questions'] == 2
+  with pytest.raises(errors.UserError, match='no unlabeled training questions after'):
+    phases.write_heldout(tmp_path, unlabeled, 5)

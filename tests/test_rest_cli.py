@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,6 +144,40 @@ def test_kill_anywhere_and_resume_gives_the_same_outputs(reference, tmp_path):
   assert sorted(got) == sorted(want)
   for key in want:
     assert got[key] == want[key], key
+
+
+@pytest.mark.slow
+def test_heldout_eval_judges_the_tested_models_on_questions_no_rollout_saw(reference, tmp_path):
+  exp = tmp_path / 'exp'
+  shutil.copytree(reference[0], exp)
+  proc = _run('rest', exp, '--gin.rest.heldout_eval=True')
+  ran = [line.split(']')[0][1:] for line in proc.stdout.splitlines() if 'finished in' in line]
+  assert 'heldout/questions' in ran and 'report' in ran
+  assert not [p for p in ran if p.startswith(('gen_', 'test/'))], ran
+  heldout = [json.loads(line)['id'] for line in
+             (exp / 'heldout' / 'questions.jsonl').read_text().splitlines()]
+  unlabeled = [json.loads(line)['id'] for line in
+               (exp / 'gen_0' / 'seed' / 'train_unlabeled.jsonl').read_text().splitlines()]
+  assert heldout == unlabeled[4:]  # smoke.gin: train_limit = 4
+  rolled = {json.loads(line)['question_id'] for p in exp.glob('gen_*/trajectories/shard-*')
+            for line in p.read_text().splitlines()}
+  assert rolled and not rolled & set(heldout)
+  # The same models as the test split, each with its own runs on the held-out questions.
+  tested = sorted(p.parent.name for p in (exp / 'test' / 'eval').glob('*/summary.json'))
+  judged = sorted(p.parent.name for p in (exp / 'heldout' / 'eval').glob('*/summary.json'))
+  assert tested and judged == tested
+  for name in judged:
+    summary = json.loads((exp / 'heldout' / 'eval' / name / 'summary.json').read_text())
+    assert summary['final']['n_runs'] == 2
+    rows = [json.loads(line) for p in (exp / 'heldout' / 'rollouts' / name).glob('shard-*')
+            for line in p.read_text().splitlines()]
+    assert {r['question_id'] for r in rows} <= set(heldout)
+  assert 'rest: heldout auto-eval' in proc.stdout
+  assert (exp / 'report' / 'heldout.md').read_text().count('| gen_') == len(judged)
+  # Without train_limit there is nothing held out: one clear error.
+  proc = _run('rest', exp, '--gin.rest.heldout_eval=True', '--gin.rest.train_limit=None',
+              check=False)
+  assert proc.returncode == 2 and 'rest.heldout_eval needs rest.train_limit' in proc.stderr
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          student_seed: TrainSettings | None = None,
          distill_last_only: bool = False,
          init_from: str = 'base',
+         student_init: str = 'base',
          repeats: Sequence[int] = (1, 4),
          train_limit: int | None = None,
          agent: AgentSettings = AgentSettings(),
@@ -77,6 +78,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          dev_eval_students: bool | str = True,
          test_all_generations: bool | str = False,
          eval_limit: int | None = None,
+         heldout_eval: bool | str = False,
          judge: str = 'matcher',
          judge_openai_base_url: str = '',
          judge_openai_model: str = '',
@@ -115,7 +117,10 @@ def rest(exp_dir: str = gin.REQUIRED,
     distill: the students' fine-tune (default: `finetune`).
     student_seed: the students' gen 0 seed fine-tune (default: `seed_finetune`).
     distill_last_only: fine-tune students on the last generation's data only.
-    init_from: 'base' or 'previous'.
+    init_from: 'base', 'previous' or 'gen_0' (each generation from gen 0).
+    student_init: 'base' (students have their own base and seed fine-tune) or
+      'pruned' (each student fine-tune starts from its generation's policy
+      cut to the student's layers and MLP units).
     repeats: trajectories per question by generation (last value repeats).
     train_limit: only the first N training questions.
     agent: rollout sampling settings.
@@ -149,6 +154,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     dev_eval_students: auto-eval the students on dev every generation.
     test_all_generations: evaluate every generation's policy on test.
     eval_limit: only the first N dev/test questions.
+    heldout_eval: also auto-eval the tested models on the unlabeled training
+      questions after `train_limit` (never rolled out).
     judge: 'matcher' or 'llm'.
     judge_openai_base_url: the LLM judge's server.
     judge_openai_model: its model.
@@ -187,7 +194,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       pretrained_base=str(pretrained_base or ''),
       seed_finetune=seed_finetune, finetune=finetune, distill=distill or finetune,
       student_seed=student_seed, distill_last_only=as_bool(distill_last_only),
-      init_from=init_from, repeats=tuple(int(r) for r in repeats),
+      init_from=init_from, student_init=str(student_init), repeats=tuple(int(r) for r in repeats),
       train_limit=_opt_int(train_limit, 'train_limit'), agent=agent,
       num_samples_by_size=dict(num_samples_by_size or {}), ranker=ranker,
       ranker_by_generation={int(k): str(v) for k, v in (ranker_by_generation or {}).items()},
@@ -213,6 +220,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       gen0_openai_base_url=gen0_openai_base_url, gen0_openai_model=gen0_openai_model,
       gen0_num_exemplars=gen0_num_exemplars, seed=int(seed),
       mesh_shape=tuple(int(x) for x in mesh_shape), test=as_bool(test),
+      heldout_eval=as_bool(heldout_eval),
       progress=as_bool(progress))
   if isinstance(only, str):
     only = [p.strip() for p in only.split(',') if p.strip()]

@@ -26,13 +26,15 @@ import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 from restreact_jax import errors
+from restreact_jax.models import prune
 from restreact_jax.rest import experiment as experiment_lib
 from restreact_jax.rest import phases
 from restreact_jax.rest import pretrained as pretrained_lib
 from restreact_jax.rest.phases import AgentSettings, Policy, TrainSettings
 
 RANKERS = ('default', 'rules', 'consistency', 'oracle')
-INIT_FROM = ('base', 'previous')
+INIT_FROM = ('base', 'previous', 'gen_0')
+STUDENT_INIT = ('base', 'pruned')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +65,16 @@ class RestConfig:
     student_seed: the students' gen 0 seed fine-tune (None: `seed_finetune`).
     distill_last_only: students are fine-tuned on the last generation's data
       only (from their seed fine-tune), not on every generation's.
-    init_from: 'base' (each generation starts from the base checkpoint) or
-      'previous' (from the previous generation's model of that size).
+    init_from: 'base' (each generation starts from the base checkpoint),
+      'previous' (from the previous generation's model of that size) or
+      'gen_0' (from that size's gen 0 seed fine-tune: each generation's data
+      is learnt afresh from the same start, as ReST-EM does, rather than on
+      top of every earlier generation's).
+    student_init: 'base' (a student starts from its own base and seed
+      fine-tune, as above) or 'pruned' (every student fine-tune starts from
+      that generation's policy cut to the student's shape, `models.prune`:
+      evenly spaced layers and the most important MLP units; the student
+      then needs no base or seed fine-tune of its own).
     repeats: trajectories per training question, by generation (g=1 first);
       later generations reuse the last value.
     train_limit: only the first N training questions (None: all).
@@ -139,6 +149,11 @@ class RestConfig:
     seed: root of the rollout seeds.
     mesh_shape: `(data, model)` mesh for training.
     test: evaluate the final models on the test split.
+    heldout_eval: also auto-eval the models the test split reports on the
+      unlabeled training questions that no rollout saw (those after
+      `train_limit`; their answers are read only to judge, as the test
+      split's). A second, larger held-out set from the same distribution,
+      for a world whose test split is small (`heldout/eval/<model>/`).
     progress: draw tqdm bars.
   """
   world: Any
@@ -156,6 +171,7 @@ class RestConfig:
   student_seed: TrainSettings | None = None
   distill_last_only: bool = False
   init_from: str = 'base'
+  student_init: str = 'base'
   repeats: tuple[int, ...] = (1, 4)
   train_limit: int | None = None
   agent: AgentSettings = AgentSettings()
@@ -194,6 +210,7 @@ class RestConfig:
   seed: int = 0
   mesh_shape: tuple[int, ...] = (-1, 1)
   test: bool = True
+  heldout_eval: bool = False
   progress: bool = True
 
   def validate(self) -> None:
@@ -229,7 +246,18 @@ class RestConfig:
       if ranker not in RANKERS:
         raise errors.UserError(f'rest.ranker {ranker!r}; choose one of {", ".join(RANKERS)}')
     if self.init_from not in INIT_FROM:
-      raise errors.UserError(f'rest.init_from {self.init_from!r}; choose base or previous')
+      raise errors.UserError(f'rest.init_from {self.init_from!r}; choose base, previous or gen_0')
+    if self.init_from == 'gen_0' and self.gen0 != 'finetune':
+      raise errors.UserError("rest.init_from = 'gen_0' needs a fine-tuned gen 0 (rest.gen0 = "
+                             "'finetune')")
+    if self.student_init not in STUDENT_INIT:
+      raise errors.UserError(f'rest.student_init {self.student_init!r}; choose base or pruned')
+    if self.student_init == 'pruned':
+      for size in self.student_sizes:
+        try:
+          prune.check_prunable(self.models[self.policy_size], self.models[size])
+        except errors.UserError as e:
+          raise errors.UserError(f"rest.student_init = 'pruned', student {size!r}: {e}") from e
     if self.gen0 not in ('finetune', 'prompted'):
       raise errors.UserError(f"rest.gen0 {self.gen0!r}; choose 'finetune' or 'prompted'")
     if self.gen0 == 'prompted' and not self.gen0_openai_base_url:
@@ -238,6 +266,9 @@ class RestConfig:
       raise errors.UserError(f'rest.eval_runs must be >= 1, got {self.eval_runs}')
     if self.dev_eval_runs is not None and self.dev_eval_runs < 1:
       raise errors.UserError(f'rest.dev_eval_runs must be >= 1, got {self.dev_eval_runs}')
+    if self.heldout_eval and self.train_limit is None:
+      raise errors.UserError('rest.heldout_eval needs rest.train_limit: the held-out questions '
+                             'are the unlabeled training questions after it')
     if self.pilot_questions < 0:
       raise errors.UserError(f'rest.pilot_questions must be >= 0, got {self.pilot_questions}')
     if self.trajectory_filter not in (None, 'oracle'):
@@ -270,6 +301,21 @@ class RestConfig:
   def agent_for(self, size: str | None) -> AgentSettings:
     n = self.num_samples_by_size.get(size) if size else None
     return dataclasses.replace(self.agent, num_samples=int(n)) if n else self.agent
+
+
+def init_phase_for(cfg: RestConfig, g: int, size: str, previous: Policy | None) -> str:
+  """The phase whose checkpoint generation g's `size` model starts from.
+
+  A student cut from generation g's policy starts there; otherwise
+  `cfg.init_from` decides: the previous generation's model of that size, the
+  size's gen 0 seed fine-tune, or its base.
+  """
+  if previous is not None and previous.phase and (
+      previous.phase.startswith(f'gen_{g}/pruned/') or cfg.init_from == 'previous'):
+    return previous.phase
+  if cfg.init_from == 'gen_0':
+    return f'gen_0/models/{size}'
+  return f'base/{size}'
 
 
 class _Stop(Exception):
@@ -339,10 +385,11 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
   try:
     steps.world_and_index()
     steps.vocabulary()
-    for size in (cfg.policy_size, *cfg.student_sizes):
+    pruned = cfg.student_init == 'pruned'
+    for size in (cfg.policy_size, *(() if pruned else cfg.student_sizes)):
       steps.pretrain(size)
     policy = steps.generation_zero()
-    previous = {size: steps.seed_student(size) for size in cfg.student_sizes}
+    previous = {size: None if pruned else steps.seed_student(size) for size in cfg.student_sizes}
     best = steps.evaluate(policy, 'dev') if cfg.select_on_dev else None
     decisions = []
     previous[cfg.policy_size] = None
@@ -355,7 +402,8 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
         continue
       candidate = steps.finetune(g, cfg.policy_size, previous[cfg.policy_size] or policy)
       distill_now = not cfg.distill_last_only or g == cfg.generations
-      students = [steps.finetune(g, size, previous[size])
+      students = [steps.finetune(g, size, steps.prune(g, size, candidate) if pruned
+                                 else previous[size])
                   for size in cfg.student_sizes if distill_now]
       score = steps.evaluate(candidate, 'dev') if cfg.select_on_dev else None
       if cfg.dev_eval_students:
@@ -370,9 +418,11 @@ def self_improve(cfg: RestConfig, exp: experiment_lib.Experiment, *,
     steps.report()
   except _Stop:
     return {'policy': None, 'decisions': [], 'test': {}}
-  table = exp.root / 'report' / 'test.md'
-  if table.is_file():
-    log(f'rest: test auto-eval (accuracy %, mean ± std over runs)\n{table.read_text().rstrip()}')
+  for split in ('test', 'heldout'):
+    table = exp.root / 'report' / f'{split}.md'
+    if table.is_file():
+      log(f'rest: {split} auto-eval (accuracy %, mean ± std over runs)\n'
+          f'{table.read_text().rstrip()}')
   log(f'rest: report {exp.root / "report" / "index.html"}')
   log(f'rest: final policy {policy.label}' + (f' (dev final {_fmt(best)})' if best else ''))
   return {'policy': policy.label, 'decisions': decisions, 'test': test}
@@ -530,6 +580,17 @@ class _Steps:
       return None
     return self._seed_finetune(size, cfg.student_seed or cfg.seed_finetune)
 
+  def prune(self, g: int, size: str, teacher: Policy) -> Policy:
+    """Generation g's policy cut to `size`'s shape: where that student starts."""
+    name = f'gen_{g}/pruned/{size}'
+    self.run(name, lambda out: phases.prune_checkpoint(
+        out, self.root / teacher.checkpoint, self.cfg.models[teacher.size],
+        self.cfg.models[size]),
+             output=name, deps=[teacher.phase],
+             config={'teacher': self.cfg.models[teacher.size], 'student': self.cfg.models[size]})
+    return Policy(label=f'gen_{g}/pruned/{size}', generation=g, size=size, phase=name,
+                  checkpoint=f'{name}/checkpoints')
+
   def _policy(self, generation: int, size: str, phase: str) -> Policy:
     return Policy(label=f'gen_{generation}/{size}', generation=generation, size=size,
                   phase=phase, checkpoint=f'{phase}/checkpoints')
@@ -539,9 +600,7 @@ class _Steps:
     from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
     cfg = self.cfg
     is_policy = size == cfg.policy_size
-    init_phase = f'base/{size}'
-    if cfg.init_from == 'previous' and previous is not None and previous.phase:
-      init_phase = previous.phase
+    init_phase = init_phase_for(cfg, g, size, previous)
     if is_policy:
       task_fn = lambda: rest_tasks.register_generation(  # noqa: E731
           self.root, g, self.vocab_path, cfg.mixture_rates, cfg.seed_fraction)
@@ -568,12 +627,9 @@ class _Steps:
     if temperature is not None:
       agent = dataclasses.replace(agent, temperature=float(temperature))
     deps = ['world', 'search'] + (['vocab', policy.phase] if policy.phase else [])
-    if questions == 'train':
-      # Rollouts see only the unlabeled training questions (not the pilot).
-      questions_path = self.root / 'gen_0' / 'seed' / 'train_unlabeled.jsonl'
-      deps.append('gen_0/seed')
-    else:
-      questions_path = self.root / 'world' / 'questions' / f'{questions}.jsonl'
+    questions_path = self._questions_path(questions)
+    if questions in ('train', 'heldout'):
+      deps.append('gen_0/seed' if questions == 'train' else 'heldout/questions')
     return self.run(
         name, lambda out: phases.rollout(
             out, exp_dir=self.root, policy=policy, models=self.cfg.models,
@@ -590,6 +646,21 @@ class _Steps:
                 'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
                 'model': self.cfg.models.get(policy.size) if policy.size else None})
+
+  def _questions_path(self, split: str) -> pathlib.Path:
+    if split == 'train':
+      # Rollouts see only the unlabeled training questions (not the pilot).
+      return self.root / 'gen_0' / 'seed' / 'train_unlabeled.jsonl'
+    if split == 'heldout':
+      return self.root / 'heldout' / 'questions.jsonl'
+    return self.root / 'world' / 'questions' / f'{split}.jsonl'
+
+  def heldout_questions(self) -> None:
+    """`heldout/questions.jsonl`: the unlabeled training questions after `train_limit`."""
+    limit = int(self.cfg.train_limit or 0)
+    self.run('heldout/questions', lambda out: phases.write_heldout(
+        out, self.root / 'gen_0' / 'seed' / 'train_unlabeled.jsonl', limit),
+             output='heldout', deps=['gen_0/seed'], config={'train_limit': limit})
 
   def rollout(self, g: int, policy: Policy) -> None:
     # A new seed per generation: a policy kept over a generation must not
@@ -652,13 +723,13 @@ class _Steps:
       eval_name, eval_out = f'{where}/eval/{key}', f'{where}/eval/{key}'
     else:
       key = label or policy.label.replace('/', '_')
-      rollout_name, rollout_out = f'test/rollout/{key}', f'test/rollouts/{key}'
-      eval_name, eval_out = f'test/eval/{key}', f'test/eval/{key}'
+      rollout_name, rollout_out = f'{split}/rollout/{key}', f'{split}/rollouts/{key}'
+      eval_name, eval_out = f'{split}/eval/{key}', f'{split}/eval/{key}'
     # The same seeds for every model: differences come from the models.
-    seed = cfg.seed + (7_000_003 if split == 'dev' else 9_000_011)
+    seed = cfg.seed + {'dev': 7_000_003, 'test': 9_000_011}.get(split, 5_000_017)
     runs = cfg.dev_eval_runs if split == 'dev' and cfg.dev_eval_runs else cfg.eval_runs
     self._rollout_phase(rollout_name, rollout_out, policy, split, runs, seed, cfg.eval_limit)
-    questions_path = self.root / 'world' / 'questions' / f'{split}.jsonl'
+    questions_path = self._questions_path(split)
     judge = phases.make_judge(cfg.judge, cfg.judge_openai_base_url, cfg.judge_openai_model)
     result = self.run(eval_name, lambda out: phases.judge_rollouts(
         out, rollouts=self.root / rollout_out, questions_path=questions_path, judge=judge,
@@ -733,7 +804,12 @@ class _Steps:
       models += [self._policy(policy.generation, s, f'gen_{policy.generation}/models/{s}')
                  for s in cfg.student_sizes]
       models.append(self._gen0_policy())
-    return {m.label: self.evaluate(m, 'test') for m in models}
+    results = {m.label: self.evaluate(m, 'test') for m in models}
+    if cfg.heldout_eval:
+      self.heldout_questions()
+      for m in models:
+        self.evaluate(m, 'heldout')
+    return results
 
   def _gen0_policy(self) -> Policy:
     cfg = self.cfg
@@ -746,15 +822,18 @@ class _Steps:
 
     def write(out: pathlib.Path) -> dict[str, Any]:
       index = report.build_report(self.root)
-      test_rows = []
-      for summary in sorted((self.root / 'test' / 'eval').glob('*/summary.json')):
-        s = json.loads(summary.read_text())
-        test_rows.append(f'| {summary.parent.name} | {_cell(s.get("final"))} | '
-                         f'{_cell(s.get("answer_generation"))} |')
-      if test_rows:
-        (out / 'test.md').write_text(
-            '| model | final | answer generation |\n|---|---|---|\n' + '\n'.join(test_rows) + '\n')
-      return {'index': str(index.relative_to(self.root)), 'test_models': len(test_rows)}
+      counts = {}
+      for split in ('test', 'heldout'):
+        rows = []
+        for summary in sorted((self.root / split / 'eval').glob('*/summary.json')):
+          s = json.loads(summary.read_text())
+          rows.append(f'| {summary.parent.name} | {_cell(s.get("final"))} | '
+                      f'{_cell(s.get("answer_generation"))} |')
+        if rows:
+          (out / f'{split}.md').write_text(
+              '| model | final | answer generation |\n|---|---|---|\n' + '\n'.join(rows) + '\n')
+        counts[f'{split}_models'] = len(rows)
+      return {'index': str(index.relative_to(self.root)), **counts}
 
     self.run('report', write, output='report', resumable=True, deps=self.eval_phases,
              config={'version': 1})

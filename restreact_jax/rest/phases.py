@@ -232,6 +232,25 @@ def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
   return result
 
 
+def write_heldout(out: pathlib.Path, unlabeled_path: pathlib.Path, train_limit: int
+                  ) -> dict[str, Any]:
+  """`out/questions.jsonl`: the unlabeled training questions no rollout sees.
+
+  Rollouts take the first `train_limit` of `unlabeled_path`; the rest are a
+  held-out set from the training distribution (`rest.heldout_eval`).
+  """
+  from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
+  rows = list(jsonl.iter_jsonl_files([unlabeled_path]))
+  heldout = rows[train_limit:]
+  if not heldout:
+    raise errors.UserError(f'rest.heldout_eval: no unlabeled training questions after '
+                           f'rest.train_limit={train_limit} ({len(rows)} in {unlabeled_path})')
+  with open(out / 'questions.jsonl', 'w', encoding='utf-8') as f:
+    for q in heldout:
+      f.write(json.dumps(q, sort_keys=True) + '\n')
+  return {'questions': len(heldout), 'first': heldout[0].get('id'), 'last': heldout[-1].get('id')}
+
+
 def masker(exp_dir: pathlib.Path):
   """The world's `NameMasker` (every entity name of `world/entities.jsonl`)."""
   from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
@@ -329,6 +348,33 @@ def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
   last = result.history[-1] if result.history else {}
   return {'step': int(result.state.step), 'loss': last.get('loss'),
           'accuracy': last.get('accuracy'), 'params_digest': params_digest(result.state.params)}
+
+
+def prune_checkpoint(out: pathlib.Path, teacher_checkpoint: pathlib.Path,
+                     teacher: model_configs.TransformerConfig,
+                     student: model_configs.TransformerConfig) -> dict[str, Any]:
+  """Writes the teacher's latest params cut to `student` (`models.prune`) to `out/checkpoints`.
+
+  Returns:
+    `{"kept_layers", "params", "teacher_params", "params_digest"}`.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from restreact_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
+  from restreact_jax.models import prune  # pylint: disable=g-import-not-at-top
+  prune.check_prunable(teacher, student)
+  mesh = partitioning.make_mesh((1, 1), devices=jax.devices()[:1])
+  params = trainer.load_params(str(teacher_checkpoint), teacher, mesh,
+                               partitioning.logical_axis_rules(False))
+  pruned = prune.prune_params(jax.device_get(params), teacher, student)
+  with checkpoints.Checkpointer(out / 'checkpoints', max_to_keep=1) as ckpt:
+    ckpt.save({'params': pruned}, checkpoints.Meta(step=0, data_position=0, config_gin=''))
+    ckpt.wait()
+  count = lambda tree: int(sum(np.size(x) for x in jax.tree.leaves(tree)))  # noqa: E731
+  return {'kept_layers': prune.kept_layers(teacher.num_layers, student.num_layers),
+          'params': count(pruned), 'teacher_params': count(params),
+          'params_digest': params_digest(pruned)}
 
 
 # ---------------------------------------------------------------------------
