@@ -8,6 +8,7 @@ import pytest
 from restreact_jax import errors
 from restreact_jax.models import configs
 from restreact_jax.rest import experiment
+from restreact_jax.rest import config as config_lib
 from restreact_jax.rest import loop
 from restreact_jax.rest import phases
 from restreact_jax.world import build
@@ -19,7 +20,7 @@ def _config(**kw):
   base = dict(world=build.WorldConfig(num_entities=20), models={'s': model, 'xs': model},
               policy_size='s', student_sizes=('xs',), vocab_size=256)
   base.update(kw)
-  return loop.RestConfig(**base)
+  return config_lib.RestConfig(**base)
 
 
 def test_config_validation_names_the_bad_setting():
@@ -306,7 +307,7 @@ def test_each_generation_starts_from_what_init_from_says():
   gen0 = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
   assert loop.init_phase_for(_config(init_from='previous'), 1, 's', gen0) == 'gen_0/models/s'
   # A student cut from its generation's policy starts there whatever init_from says.
-  for init_from in loop.INIT_FROM:
+  for init_from in config_lib.INIT_FROM:
     assert loop.init_phase_for(_config(init_from=init_from), 2, 'xs', pruned) == 'gen_2/pruned/xs'
   assert loop.init_phase_for(_config(init_from='base'), 2, 'xs', None) == 'base/xs'
 

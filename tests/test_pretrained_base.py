@@ -12,6 +12,7 @@ from restreact_jax import errors
 from restreact_jax.agent import name_masking
 from restreact_jax.models import configs
 from restreact_jax.rest import experiment
+from restreact_jax.rest import config as config_lib
 from restreact_jax.rest import loop
 from restreact_jax.rest import phases
 from restreact_jax.rest import pretrained
@@ -146,7 +147,7 @@ def _rest_config(base_root, **kw):
                 models={'tiny': model}, policy_size='tiny', vocab_size=256, pilot_questions=5,
                 name_masking=True, pretrained_base=str(base_root), progress=False)
   fields.update(kw)
-  return loop.RestConfig(**fields)
+  return config_lib.RestConfig(**fields)
 
 
 def test_the_loop_installs_the_base_vocabulary_and_weights(base_dir, tmp_path):

@@ -93,7 +93,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          test: bool = True,
          progress: bool | str = True,
          only: Sequence[str] | str | None = None) -> dict[str, Any]:
-  """Runs (or resumes) the self-improvement loop; see `rest.loop.RestConfig`.
+  """Runs (or resumes) the self-improvement loop; see `rest.config.RestConfig`.
 
   Args:
     exp_dir: the experiment directory (`EXP_DIR`).
@@ -178,6 +178,7 @@ def rest(exp_dir: str = gin.REQUIRED,
   from restreact_jax import distributed  # pylint: disable=g-import-not-at-top
   from restreact_jax import gin_utils  # pylint: disable=g-import-not-at-top
   from restreact_jax.commands.rollout import as_bool  # pylint: disable=g-import-not-at-top
+  from restreact_jax.rest import config as config_lib  # pylint: disable=g-import-not-at-top
   from restreact_jax.rest import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
   from restreact_jax.rest import loop  # pylint: disable=g-import-not-at-top
   from restreact_jax.world import build  # pylint: disable=g-import-not-at-top
@@ -187,7 +188,7 @@ def rest(exp_dir: str = gin.REQUIRED,
                             num_train=int(num_train), num_dev=int(num_dev),
                             num_test=int(num_test))
   world.validate()
-  cfg = loop.RestConfig(
+  cfg = config_lib.RestConfig(
       world=world, models=dict(models), policy_size=str(policy_size),
       student_sizes=tuple(student_sizes), generations=_opt_int(generations, 'generations'),
       vocab_size=int(vocab_size), exemplar_set=exemplar_set, pretrain=pretrain,
