@@ -44,6 +44,7 @@ def test_config_validation_names_the_bad_setting():
            ({'student_seed': phases.TrainSettings(steps=0)}, 'rest.student_seed'),
            ({'student_init': 'distilbert'}, 'rest.student_init'),
            ({'heldout_eval': True}, 'rest.heldout_eval needs rest.train_limit'),
+           ({'fresh_questions': True}, 'rest.fresh_questions needs rest.train_limit'),
            ({'init_from': 'gen_0', 'gen0': 'prompted', 'gen0_openai_base_url': 'http://x'},
             "init_from = 'gen_0' needs a fine-tuned gen 0"),
            ({'student_init': 'pruned', 'models': {
@@ -310,6 +311,27 @@ def test_each_generation_starts_from_what_init_from_says():
   for init_from in config_lib.INIT_FROM:
     assert loop.init_phase_for(_config(init_from=init_from), 2, 'xs', pruned) == 'gen_2/pruned/xs'
   assert loop.init_phase_for(_config(init_from='base'), 2, 'xs', None) == 'base/xs'
+
+
+def test_fresh_questions_give_each_generation_its_own_window():
+  same = _config(train_limit=10, generations=3)
+  assert [same.questions_window(g) for g in (1, 2, 3)] == [(0, 10)] * 3
+  assert same.heldout_start() == 10
+  fresh = _config(train_limit=10, generations=3, fresh_questions=True)
+  assert [fresh.questions_window(g) for g in (1, 2, 3)] == [(0, 10), (10, 10), (20, 10)]
+  assert fresh.heldout_start() == 30
+  assert _config().questions_window(2) == (0, None)
+
+
+def test_a_generation_window_past_the_questions_is_one_clear_error(tmp_path):
+  questions = tmp_path / 'train_unlabeled.jsonl'
+  questions.write_text(''.join(json.dumps({'id': f'q{i}', 'question': '?', 'answers': ['a']})
+                               + '\n' for i in range(6)))
+  with pytest.raises(errors.UserError, match=r'6 questions, too few for 4 from question 4 on'):
+    phases.rollout(tmp_path / 'out', exp_dir=tmp_path, policy=None, models={}, vocab_path=None,
+                   questions_path=questions, repeats=1, seed=0, agent=phases.AgentSettings(),
+                   limit=4, first=4, progress=False)
+  assert not (tmp_path / 'out').exists()
 
 
 def test_heldout_questions_are_the_unlabeled_ones_after_train_limit(tmp_path):

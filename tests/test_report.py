@@ -84,6 +84,27 @@ def test_summary_is_on_the_test_split_when_the_loop_evaluated_there(tmp_path):
   assert [(g['gen'], sorted(g['models'])) for g in summary['generations']] == [
       (0, ['xxs']), (2, ['xxs', 'xxxs'])]
   assert summary['generations'][1]['models']['xxxs']['final']['mean'] == 8.75
+  assert 'heldout' not in summary
+
+
+def test_heldout_evals_join_the_summary_and_the_page_beside_the_test_split(tmp_path):
+  exp = _exp(tmp_path)
+  for split, name, mean in (('test', 'gen_2_xxs', 16.25), ('heldout', 'gen_2_xxs', 20.8),
+                            ('heldout', 'gen_0_xxs', 15.0)):
+    _write(exp / split / 'eval' / name / 'summary.json',
+           {'final': {'mean': mean, 'std': 1.2, 'n_runs': 2},
+            'answer_generation': {'mean': mean - 1, 'std': 0.5, 'n_runs': 2}})
+  index = report.build_report(exp)
+  summary = json.loads((exp / 'report' / 'summary.json').read_text())
+  assert [g['gen'] for g in summary['generations']] == [2]
+  assert [(g['gen'], g['models']['xxs']['final']['mean'])
+          for g in summary['heldout']['generations']] == [(0, 15.0), (2, 20.8)]
+  page = index.read_text()
+  assert page.index('Test split, final models') < page.index('Held-out training questions')
+  assert '<td>gen_0_xxs</td><td>15.0 ± 1.2</td><td>14.0 ± 0.5</td>' in page
+  assert (exp / 'report' / 'heldout.md').read_text().splitlines()[2:] == [
+      '| gen_0_xxs | 15.0 ± 1.2 | 14.0 ± 0.5 |', '| gen_2_xxs | 20.8 ± 1.2 | 19.8 ± 0.5 |']
+  assert (exp / 'report' / 'test.md').read_text().count('| gen_') == 1
 
 
 def test_report_errors(tmp_path):

@@ -181,6 +181,22 @@ def test_heldout_eval_judges_the_tested_models_on_questions_no_rollout_saw(refer
 
 
 @pytest.mark.slow
+def test_fresh_questions_roll_out_a_new_window_in_each_generation(reference, tmp_path):
+  exp = tmp_path / 'exp'
+  shutil.copytree(reference[0], exp)
+  proc = _run('rest', exp, '--gin.rest.fresh_questions=True', '--gin.rest.test=False')
+  ran = [line.split(']')[0][1:] for line in proc.stdout.splitlines() if 'finished in' in line]
+  # Generation 1's window is the first train_limit questions, as before: nothing reruns.
+  assert 'gen_2/rollout' in ran and not [p for p in ran if p.startswith(('gen_0', 'gen_1'))], ran
+  unlabeled = [json.loads(line)['id'] for line in
+               (exp / 'gen_0' / 'seed' / 'train_unlabeled.jsonl').read_text().splitlines()]
+  rolled = {g: {json.loads(line)['question_id']
+                for p in (exp / f'gen_{g}' / 'trajectories').glob('shard-*')
+                for line in p.read_text().splitlines()} for g in (1, 2)}
+  assert rolled[1] == set(unlabeled[:4]) and rolled[2] == set(unlabeled[4:8])  # train_limit 4
+
+
+@pytest.mark.slow
 def test_rerun_skips_and_single_phase_commands(reference, tmp_path):
   exp, _ = reference
   proc = _run('rest', exp)

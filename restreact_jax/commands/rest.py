@@ -54,6 +54,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          student_init: str = 'base',
          repeats: Sequence[int] = (1, 4),
          train_limit: int | None = None,
+         fresh_questions: bool | str = False,
          agent: AgentSettings = AgentSettings(),
          num_samples_by_size: Mapping[str, int] | None = None,
          ranker: str = 'default',
@@ -123,6 +124,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       cut to the student's layers and MLP units).
     repeats: trajectories per question by generation (last value repeats).
     train_limit: only the first N training questions.
+    fresh_questions: generation g rolls out questions [(g-1)·N, g·N) of them.
     agent: rollout sampling settings.
     num_samples_by_size: per-size candidates per step.
     ranker: 'default' (label-free), 'rules', 'consistency', 'oracle' (ablation).
@@ -155,7 +157,7 @@ def rest(exp_dir: str = gin.REQUIRED,
     test_all_generations: evaluate every generation's policy on test.
     eval_limit: only the first N dev/test questions.
     heldout_eval: also auto-eval the tested models on the unlabeled training
-      questions after `train_limit` (never rolled out).
+      questions that no rollout takes.
     judge: 'matcher' or 'llm'.
     judge_openai_base_url: the LLM judge's server.
     judge_openai_model: its model.
@@ -196,7 +198,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       seed_finetune=seed_finetune, finetune=finetune, distill=distill or finetune,
       student_seed=student_seed, distill_last_only=as_bool(distill_last_only),
       init_from=init_from, student_init=str(student_init), repeats=tuple(int(r) for r in repeats),
-      train_limit=_opt_int(train_limit, 'train_limit'), agent=agent,
+      train_limit=_opt_int(train_limit, 'train_limit'),
+      fresh_questions=as_bool(fresh_questions), agent=agent,
       num_samples_by_size=dict(num_samples_by_size or {}), ranker=ranker,
       ranker_by_generation={int(k): str(v) for k, v in (ranker_by_generation or {}).items()},
       rule_weight=float(rule_weight), consistency_weight=float(consistency_weight),

@@ -14,17 +14,21 @@ Reads what the phases left in the experiment directory:
   when the trajectory was judged.
 
 Writes `report/{index.html, table.md, summary.json, plots/*.png}` (and
-`test.md` when `test/eval/*/summary.json` exist) into a
+`test.md` / `heldout.md` when `test/eval/*/summary.json` /
+`heldout/eval/*/summary.json` exist) into a
 temporary directory renamed into place at the end. `summary.json` is
 `{"world_seed", "wall_seconds", "split", "generations": [{"gen", "models":
 {size: {"final", "answer_generation"}}}]}`, on the test split
 (`test/eval/gen_<g>_<size>/`) when the loop evaluated there, else on dev
-(`gen_<g>/eval/<size>/`; `split` says which). All model text is
+(`gen_<g>/eval/<size>/`; `split` says which), plus `"heldout":
+{"generations": [...]}` of the same shape when the loop also judged the
+held-out training questions (`rest.heldout_eval`). All model text is
 HTML-escaped.
 
 The page reads top to bottom: the headline results table (cells in
 `RESULTS_BG` under a dark header, rows `RESULTS_ROW_GAP_PX` apart, the best
-generation per size in bold), the test-split table when the loop has run it,
+generation per size in bold), the test-split and held-out tables when the
+loop has run them,
 the draft-answer and ranker tables side by side, the plots in a grid, then
 the trajectories (the first one unfolded, each step a collapsed `<details>`
 whose summary shows the chosen action). It is self-contained: inline CSS,
@@ -88,23 +92,36 @@ def collect_summary(exp_dir: str | pathlib.Path, world_seed: int | None = None,
     manifest = exp / 'manifest.json'
     phases = _read_json(manifest).get('phases', {}) if manifest.exists() else {}
     wall_seconds = float(sum(float(p.get('seconds', 0.0)) for p in phases.values()))
-  keep = ('final', 'answer_generation')
-  by_gen: dict[int, dict[str, Any]] = {}
   # The test split (`test/eval/gen_<g>_<size>/`) when the loop has run it there.
-  for summary in sorted((exp / 'test' / 'eval').glob('*/summary.json')):
-    if m := _TEST_EVAL_RE.match(summary.parent.name):
-      s = _read_json(summary)
-      by_gen.setdefault(int(m.group(1)), {})[m.group(2)] = {k: s[k] for k in keep if k in s}
+  by_gen = _split_by_gen(exp, 'test')
   split = 'test'
   if not by_gen:  # otherwise the dev evaluations of `gen_<g>/eval/<size>/`
     split = 'dev'
     for g, path in _generations(exp):
       for summary in sorted((path / 'eval').glob('*/summary.json')):
-        s = _read_json(summary)
-        by_gen.setdefault(g, {})[summary.parent.name] = {k: s[k] for k in keep if k in s}
-  generations = [{'gen': g, 'models': models} for g, models in sorted(by_gen.items()) if models]
-  return {'world_seed': world_seed, 'wall_seconds': wall_seconds, 'split': split,
-          'generations': generations}
+        by_gen.setdefault(g, {})[summary.parent.name] = _kept(_read_json(summary))
+  out = {'world_seed': world_seed, 'wall_seconds': wall_seconds, 'split': split,
+         'generations': _listed(by_gen)}
+  if heldout := _split_by_gen(exp, 'heldout'):
+    out['heldout'] = {'generations': _listed(heldout)}
+  return out
+
+
+def _kept(summary: dict[str, Any]) -> dict[str, Any]:
+  return {k: summary[k] for k in ('final', 'answer_generation') if k in summary}
+
+
+def _split_by_gen(exp: pathlib.Path, split: str) -> dict[int, dict[str, Any]]:
+  """generation -> size -> stats of `<split>/eval/gen_<g>_<size>/summary.json`."""
+  by_gen: dict[int, dict[str, Any]] = {}
+  for summary in sorted((exp / split / 'eval').glob('*/summary.json')):
+    if m := _TEST_EVAL_RE.match(summary.parent.name):
+      by_gen.setdefault(int(m.group(1)), {})[m.group(2)] = _kept(_read_json(summary))
+  return by_gen
+
+
+def _listed(by_gen: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+  return [{'gen': g, 'models': models} for g, models in sorted(by_gen.items()) if models]
 
 
 def _cell(stat: dict[str, Any] | None) -> str:
@@ -364,14 +381,20 @@ def _results_table(sizes: list[str], rows: list[list[str]], css: str) -> str:
   return f'<table class="{css}"><tr><th>generation</th>{head}</tr>{"".join(body)}</table>'
 
 
-def _test_tables(exp: pathlib.Path) -> tuple[str, str]:
-  """(html, markdown) of the test-split eval of the final models; empty when not run.
+SPLIT_TITLES = {
+    'test': 'Test split, final models',
+    'heldout': 'Held-out training questions (no rollout saw them), final models',
+}
 
-  The markdown is the loop's `report/test.md`; writing it here keeps it when the
-  report is rebuilt on its own.
+
+def split_tables(exp: pathlib.Path, split: str) -> tuple[str, str]:
+  """(html, markdown) of a split's eval of the final models; empty when not run.
+
+  `split` is 'test' or 'heldout' (`<split>/eval/<model>/summary.json`). The
+  markdown is `report/<split>.md`, which the loop prints at its end.
   """
   html_rows, md_rows = [], []
-  for path in sorted((exp / 'test' / 'eval').glob('*/summary.json')):
+  for path in sorted((exp / split / 'eval').glob('*/summary.json')):
     s = _read_json(path)
     final, draft = _cell(s.get('final')), _cell(s.get('answer_generation'))
     html_rows.append(f'<tr><td>{_e(path.parent.name)}</td><td>{_e(final)}</td>'
@@ -379,7 +402,7 @@ def _test_tables(exp: pathlib.Path) -> tuple[str, str]:
     md_rows.append(f'| {path.parent.name} | {final} | {draft} |\n')
   if not html_rows:
     return '', ''
-  return (('<h2>Test split, final models (%, mean ± std over runs)</h2><table class="plain">'
+  return ((f'<h2>{_e(SPLIT_TITLES[split])} (%, mean ± std over runs)</h2><table class="plain">'
            '<tr><th>model</th><th>final</th><th>answer generation</th></tr>'
            + ''.join(html_rows) + '</table>'),
           '| model | final | answer generation |\n|---|---|---|\n' + ''.join(md_rows))
@@ -394,7 +417,7 @@ def render_page(summary: dict[str, Any], per_gen: list[tuple[int, dict[str, Any]
     per_gen: `(generation, {"counts", "agreement"})` per generation.
     plots: file names under `plots/`.
     viewer: `(generation, trajectory html)` pairs.
-    test_html: the test-split table (may be empty).
+    test_html: the test-split and held-out tables (may be empty).
 
   Returns:
     A self-contained HTML page (inline CSS, relative image links, no scripts).
@@ -488,10 +511,14 @@ def build_report(exp_dir: str | pathlib.Path, *, world_seed: int | None = None,
     sizes, rows = table_rows(summary, 'final')
     (tmp / 'table.md').write_text(_markdown(sizes, rows))
     (tmp / 'summary.json').write_text(json.dumps(summary, indent=2, sort_keys=True) + '\n')
-    test_html, test_md = _test_tables(exp)
-    if test_md:
-      (tmp / 'test.md').write_text(test_md)
-    (tmp / 'index.html').write_text(render_page(summary, per_gen, plots, viewer, test_html))
+    split_html = []
+    for split in SPLIT_TITLES:
+      split_html_part, split_md = split_tables(exp, split)
+      if split_md:
+        (tmp / f'{split}.md').write_text(split_md)
+        split_html.append(split_html_part)
+    (tmp / 'index.html').write_text(
+        render_page(summary, per_gen, plots, viewer, '\n'.join(split_html)))
     target = exp / 'report'
     if target.exists():
       old = exp / f'.report.old.{tmp.name[-8:]}'

@@ -59,6 +59,9 @@ class RestConfig:
     repeats: trajectories per training question, by generation (g=1 first);
       later generations reuse the last value.
     train_limit: only the first N training questions (None: all).
+    fresh_questions: generation g rolls out its own window of the unlabeled
+      training questions, `[(g-1)·train_limit, g·train_limit)`, instead of
+      every generation the first `train_limit` (needs `train_limit`).
     agent: sampling settings of rollouts and evaluation.
     num_samples_by_size: per-size override of `agent.num_samples`.
     ranker: 'default' (label-free: rules + self-consistency), 'rules',
@@ -132,7 +135,8 @@ class RestConfig:
     test: evaluate the final models on the test split.
     heldout_eval: also auto-eval the models the test split reports on the
       unlabeled training questions that no rollout saw (those after
-      `train_limit`; their answers are read only to judge, as the test
+      `train_limit`, or after every generation's window with
+      `fresh_questions`; their answers are read only to judge, as the test
       split's). A second, larger held-out set from the same distribution,
       for a world whose test split is small (`heldout/eval/<model>/`).
     progress: draw tqdm bars.
@@ -155,6 +159,7 @@ class RestConfig:
   student_init: str = 'base'
   repeats: tuple[int, ...] = (1, 4)
   train_limit: int | None = None
+  fresh_questions: bool = False
   agent: AgentSettings = AgentSettings()
   num_samples_by_size: Mapping[str, int] = dataclasses.field(default_factory=dict)
   ranker: str = 'default'
@@ -250,6 +255,9 @@ class RestConfig:
     if self.heldout_eval and self.train_limit is None:
       raise errors.UserError('rest.heldout_eval needs rest.train_limit: the held-out questions '
                              'are the unlabeled training questions after it')
+    if self.fresh_questions and self.train_limit is None:
+      raise errors.UserError('rest.fresh_questions needs rest.train_limit: each generation '
+                             'rolls out the next train_limit unlabeled questions')
     if self.pilot_questions < 0:
       raise errors.UserError(f'rest.pilot_questions must be >= 0, got {self.pilot_questions}')
     if self.trajectory_filter not in (None, 'oracle'):
@@ -275,6 +283,18 @@ class RestConfig:
     for name in ('pretrain', 'seed_finetune', 'finetune', 'distill', 'student_seed'):
       if getattr(self, name) is not None and getattr(self, name).steps < 1:
         raise errors.UserError(f'rest.{name} needs steps >= 1')
+
+  def questions_window(self, generation: int) -> tuple[int, int | None]:
+    """(first, count) of the unlabeled training questions generation g rolls out."""
+    if not self.fresh_questions:
+      return 0, self.train_limit
+    return (generation - 1) * int(self.train_limit or 0), self.train_limit
+
+  def heldout_start(self) -> int:
+    """The first unlabeled training question that no rollout sees."""
+    if self.fresh_questions:
+      return self.generations * int(self.train_limit or 0)
+    return int(self.train_limit or 0)
 
   def repeats_for(self, generation: int) -> int:
     return int(self.repeats[min(generation, len(self.repeats)) - 1])

@@ -349,7 +349,7 @@ class _Steps:
   def _rollout_phase(self, name: str, output: str, policy: Policy, questions: str,
                      repeats: int, seed: int, limit: int | None,
                      num_samples: int | None = None, temperature: float | None = None,
-                     guided: bool = False, revise: bool = False) -> Any:
+                     guided: bool = False, revise: bool = False, first: int = 0) -> Any:
     agent = self.cfg.agent_for(policy.size)
     if num_samples:
       agent = dataclasses.replace(agent, num_samples=int(num_samples))
@@ -364,7 +364,7 @@ class _Steps:
             out, exp_dir=self.root, policy=policy, models=self.cfg.models,
             vocab_path=self.vocab_path if policy.backend == 'jax' else None,
             questions_path=questions_path,
-            repeats=repeats, seed=seed, agent=agent, limit=limit,
+            repeats=repeats, seed=seed, agent=agent, limit=limit, first=first,
             progress=self.cfg.progress, name_masking=self.cfg.name_masking,
             snippet_chars=self.cfg.snippet_chars, guided=guided, revise=revise),
         output=output, resumable=True, deps=deps,
@@ -372,6 +372,7 @@ class _Steps:
                 # Only when on, so that existing experiments keep their fingerprints.
                 **({'guided': True} if guided else {}),
                 **({'revise': True} if revise else {}),
+                **({'first': first} if first else {}),
                 'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
                 'model': self.cfg.models.get(policy.size) if policy.size else None})
@@ -385,19 +386,22 @@ class _Steps:
     return self.root / 'world' / 'questions' / f'{split}.jsonl'
 
   def heldout_questions(self) -> None:
-    """`heldout/questions.jsonl`: the unlabeled training questions after `train_limit`."""
-    limit = int(self.cfg.train_limit or 0)
+    """`heldout/questions.jsonl`: the unlabeled training questions no rollout sees."""
+    limit, start = int(self.cfg.train_limit or 0), self.cfg.heldout_start()
     self.run('heldout/questions', lambda out: phases.write_heldout(
-        out, self.root / 'gen_0' / 'seed' / 'train_unlabeled.jsonl', limit),
-             output='heldout', deps=['gen_0/seed'], config={'train_limit': limit})
+        out, self.root / 'gen_0' / 'seed' / 'train_unlabeled.jsonl', start),
+             output='heldout', deps=['gen_0/seed'],
+             config={'train_limit': limit, **({'start': start} if start != limit else {})})
 
   def rollout(self, g: int, policy: Policy) -> None:
     # A new seed per generation: a policy kept over a generation must not
     # replay the very same trajectories.
+    first, count = self.cfg.questions_window(g)
     self._rollout_phase(f'gen_{g}/rollout', f'gen_{g}/trajectories', policy, 'train',
-                        self.cfg.repeats_for(g), self.cfg.seed + 1000 * g, self.cfg.train_limit,
+                        self.cfg.repeats_for(g), self.cfg.seed + 1000 * g, count,
                         self.cfg.rollout_num_samples, self.cfg.rollout_temperature,
-                        guided=self.cfg.guided_rollouts, revise=self.cfg.revise_summaries)
+                        guided=self.cfg.guided_rollouts, revise=self.cfg.revise_summaries,
+                        first=first)
 
   def rank(self, g: int) -> None:
     cfg = self.cfg
@@ -550,25 +554,11 @@ class _Steps:
     from restreact_jax.evaluation import report  # pylint: disable=g-import-not-at-top
 
     def write(out: pathlib.Path) -> dict[str, Any]:
+      del out  # build_report replaces `report/` as a whole.
       index = report.build_report(self.root)
-      counts = {}
-      for split in ('test', 'heldout'):
-        rows = []
-        for summary in sorted((self.root / split / 'eval').glob('*/summary.json')):
-          s = json.loads(summary.read_text())
-          rows.append(f'| {summary.parent.name} | {_cell(s.get("final"))} | '
-                      f'{_cell(s.get("answer_generation"))} |')
-        if rows:
-          (out / f'{split}.md').write_text(
-              '| model | final | answer generation |\n|---|---|---|\n' + '\n'.join(rows) + '\n')
-        counts[f'{split}_models'] = len(rows)
+      counts = {f'{split}_models': len(list((self.root / split / 'eval').glob('*/summary.json')))
+                for split in report.SPLIT_TITLES}
       return {'index': str(index.relative_to(self.root)), **counts}
 
     self.run('report', write, output='report', resumable=True, deps=self.eval_phases,
              config={'version': 1})
-
-
-def _cell(stat: Mapping[str, Any] | None) -> str:
-  if not stat or stat.get('mean') is None:
-    return 'N/A'
-  return f'{stat["mean"]:.1f} ± {stat["std"]:.1f}'

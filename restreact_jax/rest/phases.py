@@ -232,19 +232,19 @@ def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
   return result
 
 
-def write_heldout(out: pathlib.Path, unlabeled_path: pathlib.Path, train_limit: int
+def write_heldout(out: pathlib.Path, unlabeled_path: pathlib.Path, start: int
                   ) -> dict[str, Any]:
   """`out/questions.jsonl`: the unlabeled training questions no rollout sees.
 
-  Rollouts take the first `train_limit` of `unlabeled_path`; the rest are a
-  held-out set from the training distribution (`rest.heldout_eval`).
+  Rollouts take those before `start` (`RestConfig.heldout_start`); the rest
+  are a held-out set from the training distribution (`rest.heldout_eval`).
   """
   from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
   rows = list(jsonl.iter_jsonl_files([unlabeled_path]))
-  heldout = rows[train_limit:]
+  heldout = rows[start:]
   if not heldout:
-    raise errors.UserError(f'rest.heldout_eval: no unlabeled training questions after '
-                           f'rest.train_limit={train_limit} ({len(rows)} in {unlabeled_path})')
+    raise errors.UserError(f'rest.heldout_eval: no unlabeled training questions after the '
+                           f'{start} that rollouts take ({len(rows)} in {unlabeled_path})')
   with open(out / 'questions.jsonl', 'w', encoding='utf-8') as f:
     for q in heldout:
       f.write(json.dumps(q, sort_keys=True) + '\n')
@@ -402,8 +402,11 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             repeats: int, seed: int, agent: AgentSettings, limit: int | None,
             progress: bool, name_masking: bool = False,
             snippet_chars: int = 200, guided: bool = False,
-            revise: bool = False) -> dict[str, Any]:
+            revise: bool = False, first: int = 0) -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
+
+  The questions are the file's first `limit` (None: all); with `first`, the
+  `limit` from question `first` on, and fewer left there is one clear error.
 
   With `name_masking` the policy reads and writes placeholders for names
   (`agent.name_masking`); the trajectories hold the real names. With
@@ -421,8 +424,12 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   from restreact_jax.agent.agent import AgentConfig  # pylint: disable=g-import-not-at-top
   from restreact_jax.commands import search as search_cmd  # pylint: disable=g-import-not-at-top
   questions = rollout_lib.load_questions(questions_path)
+  if first and (not limit or len(questions) < first + limit):
+    raise errors.UserError(
+        f'{questions_path}: {len(questions)} questions, too few for {limit} from question '
+        f'{first} on (rest.fresh_questions: generations x rest.train_limit)')
   if limit:
-    questions = questions[:limit]
+    questions = questions[first:first + limit]
   config = AgentConfig(num_samples=agent.num_samples, temperature=agent.temperature,
                        max_tokens=agent.max_tokens, max_searches=agent.max_searches,
                        results_per_search=agent.results_per_search,
