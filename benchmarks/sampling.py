@@ -1,6 +1,6 @@
 """Sampling benchmark: the engine against HF generate, recompute, static batching.
 
-  python benchmarks/sampling.py --json [--model gin/models/s.gin]
+  python benchmarks/sampling.py --json [--model gin/models/s.gin] [--only grammar]
 
 One run, one machine, one set of weights: a random `LlamaForCausalLM` of the
 `--model` shape is saved with `transformers` and imported with
@@ -15,6 +15,11 @@ disabled so every row produces exactly its token budget. Prints one JSON object:
 * `continuous_vs_static`: continuous batching / static batching tokens/s on a
   mixed workload (prompts 8-96 bytes, budgets drawn from 16-256 tokens);
 * `slot_occupancy`: the continuous engine's useful fraction of slot-steps;
+* `grammar_vs_free`: engine tokens/s with every request under a grammar (one
+  that admits almost every token, so both sides decode the same lengths) /
+  without grammars, the mixed workload: the cost of masking and stepping the
+  grammar state on device; `step_grammar_compile_s`: compiling the agent's five
+  step grammars for the vocabulary;
 * the raw tokens/s of each side, and agreement checks of the greedy tokens.
 """
 
@@ -162,6 +167,44 @@ def _continuous_vs_static(config, params, vocab, num_requests: int, slots: int) 
                             'new_tokens_range': [16, 256], 'prompt_bytes_range': [8, 96]}}
 
 
+def _grammar_vs_free(config, params, vocab, num_requests: int, slots: int) -> dict:
+  import dataclasses
+  from restreact_jax import engine as engine_lib
+  from restreact_jax import grammar
+  from restreact_jax import llm
+  from restreact_jax.agent import step_grammars
+  rng = np.random.default_rng(2)
+  free = [llm.SamplingRequest(''.join(rng.choice(list('abcdefgh '), int(rng.integers(8, 97)))),
+                              temperature=0.5, max_tokens=int(rng.integers(16, 257)),
+                              stop=(), seed=i)
+          for i in range(num_requests)]
+  lines = grammar.Repeat(grammar.CharSet('\n', negate=True))
+  constrained = [dataclasses.replace(r, grammar=lines) for r in free]
+  max_len = 384
+  engines = [engine_lib.Engine(config, params, vocab, num_slots=slots, max_len=max_len,
+                               decode_chunk=8, eos_id=-1) for _ in range(2)]
+  for eng, reqs in zip(engines, (free, constrained)):
+    eng.generate(reqs)  # warm-up: compilation and the grammar's table
+  times = {'free': [], 'grammar': []}
+  for _ in range(2):  # alternate, so both sides see the same machine
+    for eng, reqs, key in zip(engines, (free, constrained), ('free', 'grammar')):
+      out, secs = _timed(lambda: eng.generate(reqs))  # pylint: disable=cell-var-from-loop
+      times[key].append(secs)
+  tokens = sum(r.max_tokens for r in free)
+  free_s, grammar_s = min(times['free']), min(times['grammar'])
+  tables = grammar.TokenTables(grammar.token_texts(vocab))
+  start = time.perf_counter()
+  for kind in ('decision', 'summarize', 'answer', 'relevance', 'grounding'):
+    tables.start(step_grammars.step_grammar(kind, valid_link_ids=[1, 2, 3]))
+  compile_s = time.perf_counter() - start
+  return {'grammar_vs_free': free_s / grammar_s, 'grammar_tokens_per_s': tokens / grammar_s,
+          'free_tokens_per_s': tokens / free_s,
+          'step_grammar_compile_s': compile_s,
+          'step_grammar_states': tables.num_states,
+          'grammar_setting': {'requests': num_requests, 'slots': slots, 'tokens': tokens,
+                              'vocab_size': vocab.vocab_size}}
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--model', default='gin/models/s.gin')
@@ -169,6 +212,8 @@ def main(argv=None) -> dict:
   parser.add_argument('--new_tokens', type=int, default=128)
   parser.add_argument('--requests', type=int, default=48)
   parser.add_argument('--json', action='store_true', help='print only the JSON result')
+  parser.add_argument('--only', default='',
+                      help='comma-separated parts to run: vs_hf,cache,mixed,grammar')
   args = parser.parse_args(argv)
 
   import seqio
@@ -185,8 +230,13 @@ def main(argv=None) -> dict:
                                     args.new_tokens)),
            ('cache', lambda: _cache_vs_recompute(config, params, vocab, 32, 256)),
            ('mixed', lambda: _continuous_vs_static(config, params, vocab, args.requests,
-                                                   args.batch))]
+                                                   args.batch)),
+           ('grammar', lambda: _grammar_vs_free(config, params, vocab, args.requests,
+                                                args.batch))]
+  only = {x for x in args.only.split(',') if x}
   for name, step in steps:
+    if only and name not in only:
+      continue
     if not args.json:
       print(f'running {name}...', file=sys.stderr)
     result.update(step())

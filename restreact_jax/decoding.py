@@ -26,7 +26,9 @@ Pieces, smallest first:
   decoded until its longest row ends.
 
 Log-probs are `log_softmax` of the raw logits (unscaled by temperature, top-k or
-top-p), as the LLM door requires.
+top-p), as the LLM door requires. A request with a grammar (`grammar.py`)
+decodes with the tokens that would leave it masked out; its log-probs are
+those of the masked distribution.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from restreact_jax import errors
+from restreact_jax import grammar
 from restreact_jax import llm
 
 Array = jax.Array
@@ -179,6 +182,8 @@ class DecodeState:
     step: loop steps taken in the current chunk.
     tokens_BxC: tokens kept in this chunk, row b's i-th at column i.
     logprobs_BxC: their unscaled log-probs.
+    grammar_B: each row's grammar state (a row of the token table;
+      `grammar.FREE` for rows without a grammar).
   """
   cache: Any
   logits_BxV: Array
@@ -189,12 +194,15 @@ class DecodeState:
   step: Array
   tokens_BxC: Array
   logprobs_BxC: Array
+  grammar_B: Array
 
 
 def init_state(cache: Any, logits_BxV: Array, params: RowParams, done_B: Array,
-               chunk: int) -> DecodeState:
+               chunk: int, grammar_B: Array | None = None) -> DecodeState:
   """A fresh state after prefill; rows with `done_B` never decode."""
   batch = logits_BxV.shape[0]
+  if grammar_B is None:
+    grammar_B = jnp.full((batch,), grammar.FREE, jnp.int32)
   return DecodeState(cache=cache,
                      logits_BxV=logits_BxV.astype(jnp.float32),
                      params=params,
@@ -204,7 +212,8 @@ def init_state(cache: Any, logits_BxV: Array, params: RowParams, done_B: Array,
                                         FINISH_RUNNING).astype(jnp.int32),
                      step=jnp.zeros((), jnp.int32),
                      tokens_BxC=jnp.zeros((batch, chunk), jnp.int32),
-                     logprobs_BxC=jnp.zeros((batch, chunk), jnp.float32))
+                     logprobs_BxC=jnp.zeros((batch, chunk), jnp.float32),
+                     grammar_B=jnp.asarray(grammar_B, jnp.int32))
 
 
 def cond_fn(state: DecodeState) -> Array:
@@ -212,13 +221,24 @@ def cond_fn(state: DecodeState) -> Array:
   return (state.step < state.tokens_BxC.shape[1]) & ~jnp.all(state.done_B)
 
 
+def mask_logits(logits_BxV: Array, grammar_B: Array, table_SxV: Array) -> Array:
+  """Sets the tokens that would leave each row's grammar state to -inf."""
+  allowed_BxV = jnp.take(table_SxV, grammar_B, axis=0) >= 0
+  return jnp.where(allowed_BxV, logits_BxV, -jnp.inf)
+
+
 def body_fn(state: DecodeState, *, tokens_to_logits: TokensToLogits, sample_fn: SampleFn,
-            eos_id: int) -> DecodeState:
+            eos_id: int, table_SxV: Array | None = None) -> DecodeState:
   """Samples one token per running row and feeds it to the model."""
   running_B = ~state.done_B
   keys_Bx2 = row_keys(state.params.seed, state.params.sample_index, state.num_generated_B)
-  token_B = sample_fn(state.logits_BxV, keys_Bx2, state.params)
-  logprob_B = jnp.take_along_axis(jax.nn.log_softmax(state.logits_BxV, axis=-1),
+  logits_BxV = state.logits_BxV
+  if table_SxV is not None:
+    logits_BxV = jax.lax.cond(jnp.any(state.grammar_B != grammar.FREE),
+                              lambda x: mask_logits(x, state.grammar_B, table_SxV),
+                              lambda x: x, logits_BxV)
+  token_B = sample_fn(logits_BxV, keys_Bx2, state.params)
+  logprob_B = jnp.take_along_axis(jax.nn.log_softmax(logits_BxV, axis=-1),
                                   token_B[:, None], axis=-1)[:, 0]
   is_eos_B = running_B & (token_B == eos_id)
   keep_B = running_B & ~is_eos_B
@@ -231,6 +251,11 @@ def body_fn(state: DecodeState, *, tokens_to_logits: TokensToLogits, sample_fn: 
   finish_B = jnp.where(is_eos_B, FINISH_EOS,
                        jnp.where(out_of_budget_B, FINISH_LENGTH, state.finish_B))
   done_B = state.done_B | is_eos_B | out_of_budget_B
+  grammar_B = state.grammar_B
+  if table_SxV is not None:
+    # Sampled tokens are allowed ones; the clamp only guards the table's -1.
+    grammar_B = jnp.where(keep_B, jnp.maximum(table_SxV[grammar_B, token_B], grammar.FREE),
+                          grammar_B)
   # Only rows that go on need their token in the cache; the others write nothing.
   logits_Bx1xV, cache = tokens_to_logits(token_B[:, None], state.cache,
                                          (~done_B).astype(jnp.int32))
@@ -238,11 +263,12 @@ def body_fn(state: DecodeState, *, tokens_to_logits: TokensToLogits, sample_fn: 
                          logits_Bx1xV[:, 0].astype(jnp.float32))
   return state.replace(cache=cache, logits_BxV=logits_BxV, num_generated_B=num_generated_B,
                        done_B=done_B, finish_B=finish_B, step=state.step + 1,
-                       tokens_BxC=tokens_BxC, logprobs_BxC=logprobs_BxC)
+                       tokens_BxC=tokens_BxC, logprobs_BxC=logprobs_BxC, grammar_B=grammar_B)
 
 
 def decode_loop(tokens_to_logits: TokensToLogits, state: DecodeState, *,
-                 sample_fn: SampleFn = sample_logits, eos_id: int = 1) -> DecodeState:
+                 sample_fn: SampleFn = sample_logits, eos_id: int = 1,
+                 table_SxV: Array | None = None) -> DecodeState:
   """Decodes up to `C` (the chunk buffer width) tokens per running row.
 
   Args:
@@ -250,13 +276,15 @@ def decode_loop(tokens_to_logits: TokensToLogits, state: DecodeState, *,
     state: the loop state; its chunk buffers are overwritten.
     sample_fn: draws tokens from logits (`sample_logits` by default).
     eos_id: the end-of-sequence token.
+    table_SxV: the grammar token table (`grammar.TokenTables.table`); None
+      decodes without grammars.
 
   Returns:
     The state after the chunk; `tokens_BxC[b, :n]` holds row b's new tokens,
     where n is the growth of `num_generated_B[b]`.
   """
   body = functools.partial(body_fn, tokens_to_logits=tokens_to_logits, sample_fn=sample_fn,
-                           eos_id=eos_id)
+                           eos_id=eos_id, table_SxV=table_SxV)
   state = state.replace(step=jnp.zeros((), jnp.int32))
   return jax.lax.while_loop(cond_fn, body, state)
 
@@ -300,15 +328,19 @@ class Prepared:
     prefix_tokens: tokens of the shared prefix (BOS included), possibly empty.
     tokens: the whole prompt's tokens: `prefix_tokens` + the rest.
     max_new: token budget per sample, capped so prompt + new fit the context.
+    grammar_start: the grammar state its samples start in (`grammar.FREE`
+      without a grammar).
   """
   request: llm.SamplingRequest
   prefix_tokens: tuple[int, ...]
   tokens: tuple[int, ...]
   max_new: int
+  grammar_start: int = grammar.FREE
 
 
 def prepare(vocab: Any, request: llm.SamplingRequest, *, max_len: int,
-            bos_id: int | None = 0, truncate: bool = False, where: str = 'request') -> Prepared:
+            bos_id: int | None = 0, truncate: bool = False, where: str = 'request',
+            tables: grammar.TokenTables | None = None) -> Prepared:
   """Validates and tokenizes one request.
 
   The prompt is tokenized as `[bos] + encode(prefix) + encode(rest)`, always,
@@ -327,6 +359,8 @@ def prepare(vocab: Any, request: llm.SamplingRequest, *, max_len: int,
       (dropping the prefix reuse); otherwise a prompt of `max_len` tokens or
       more is a `UserError`.
     where: names the request in error messages.
+    tables: compiles the request's grammar; a request with a grammar and no
+      tables is a `UserError`.
 
   Returns:
     The prepared request.
@@ -335,6 +369,11 @@ def prepare(vocab: Any, request: llm.SamplingRequest, *, max_len: int,
     request.validate()
   except errors.UserError as e:
     raise errors.UserError(f'{where}: {e}') from None
+  start = grammar.FREE
+  if request.grammar is not None:
+    if tables is None:
+      raise errors.UserError(f'{where}: this sampler does not decode with a grammar')
+    start = tables.start(request.grammar, request.response_prefix, where)
   head = [] if bos_id is None else [bos_id]
   prefix = head + list(vocab.encode(request.prefix)) if request.prefix else head
   tokens = prefix + list(vocab.encode(request.prompt[len(request.prefix):]))
@@ -354,7 +393,7 @@ def prepare(vocab: Any, request: llm.SamplingRequest, *, max_len: int,
         f'(leave room for new tokens, shorten the prompt, or enable left-truncation)')
   max_new = min(request.max_tokens, max_len - len(tokens))
   return Prepared(request=request, prefix_tokens=tuple(prefix), tokens=tuple(tokens),
-                  max_new=max_new)
+                  max_new=max_new, grammar_start=start)
 
 
 class StopMatcher:
@@ -506,13 +545,14 @@ class StaticSampler:
     self.truncate = truncate
     self._init_cache = init_cache
     self._stops = StopMatcher(vocab.decode)
+    self._tables: grammar.TokenTables | None = None
 
     def _prefill(params, tokens_BxL, lengths_B, cache):
       return prefill(functools.partial(apply_fn, params), tokens_BxL, lengths_B, cache)
 
-    def _decode(params, state):
+    def _decode(params, state, table_SxV):
       return decode_loop(functools.partial(apply_fn, params), state, sample_fn=sample_fn,
-                          eos_id=self.eos_id)
+                          eos_id=self.eos_id, table_SxV=table_SxV)
 
     self._prefill = jax.jit(_prefill, donate_argnums=3)
     self._decode = jax.jit(_decode, donate_argnums=1)
@@ -525,8 +565,10 @@ class StaticSampler:
       params: passed to `apply_fn` (e.g. the model's parameters).
       requests: the requests.
     """
+    if self._tables is None and any(r.grammar is not None for r in requests):
+      self._tables = grammar.TokenTables(grammar.token_texts(self.vocab))
     prepared = [prepare(self.vocab, r, max_len=self.max_len, bos_id=self.bos_id,
-                        truncate=self.truncate, where=f'request {i}')
+                        truncate=self.truncate, where=f'request {i}', tables=self._tables)
                 for i, r in enumerate(requests)]
     rows = [r for r in expand(prepared) if not finish_zero_budget(r, self.vocab.decode)]
     for start in range(0, len(rows), self.batch_size):
@@ -547,11 +589,13 @@ class StaticSampler:
     logits_BxV, cache = self._prefill(params, jnp.asarray(tokens_BxL), jnp.asarray(lengths_B),
                                       self._init_cache(batch, self.max_len))
     done = np.arange(batch) >= len(rows)
+    starts = [r.prepared.grammar_start for r in rows] + [grammar.FREE] * (batch - len(rows))
     state = init_state(cache, logits_BxV, row_params(rows, batch), jnp.asarray(done),
-                       self.decode_chunk)
+                       self.decode_chunk, jnp.asarray(np.asarray(starts, np.int32)))
+    table = None if self._tables is None else jnp.asarray(self._tables.table())
     while not done.all():
       before = np.asarray(state.num_generated_B)
-      state = self._decode(params, state)
+      state = self._decode(params, state, table)
       after, finish, toks, lps = jax.device_get(
           (state.num_generated_B, state.finish_B, state.tokens_BxC, state.logprobs_BxC))
       for b, row in enumerate(rows):

@@ -25,6 +25,12 @@ runs on the default device.
 
 Prompts that do not fit the context are a `UserError`, or are cut from the left
 when the engine is built with `truncate_prompts=True`.
+
+A request's `grammar` is compiled once per distinct pattern into the engine's
+token table (`grammar.TokenTables`); each slot carries its grammar state on
+device and decodes with the tokens that would leave the pattern masked. The
+table is an argument of the decode step, padded to a power of two rows, so a
+new pattern recompiles the step only when the table outgrows its padding.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import numpy as np
 import tqdm
 
 from restreact_jax import decoding
+from restreact_jax import grammar
 from restreact_jax import llm
 from restreact_jax import partitioning
 from restreact_jax.models import configs
@@ -134,7 +141,7 @@ def _gather_rows(cache: Any, rows_K: Array, keep_length_K: Array) -> Any:
 
 
 def _insert(state: decoding.DecodeState, cache: Any, logits_BxV: Array, src_K: Array,
-            dst_K: Array, params: decoding.RowParams) -> decoding.DecodeState:
+            dst_K: Array, params: decoding.RowParams, grammar_K: Array) -> decoding.DecodeState:
   """Starts new samples: rows `src_K` of a prefilled cache go to slots `dst_K`."""
   put = lambda old, new: old.at[dst_K].set(new, mode='drop')
   k = dst_K.shape[0]
@@ -144,7 +151,8 @@ def _insert(state: decoding.DecodeState, cache: Any, logits_BxV: Array, src_K: A
       params=jax.tree.map(put, state.params, params),
       num_generated_B=put(state.num_generated_B, jnp.zeros((k,), jnp.int32)),
       done_B=put(state.done_B, jnp.zeros((k,), bool)),
-      finish_B=put(state.finish_B, jnp.zeros((k,), jnp.int32)))
+      finish_B=put(state.finish_B, jnp.zeros((k,), jnp.int32)),
+      grammar_B=put(state.grammar_B, grammar_K))
 
 
 def apply_model(config: configs.TransformerConfig, params: Any, tokens_BxL: Array, cache: Any,
@@ -161,7 +169,8 @@ def state_shardings(state: Any, mesh: Any, rules: partitioning.Rules) -> Any:
   names = decoding.DecodeState(
       cache=KVCache.logical_axes(), logits_BxV=('batch', 'vocab'),
       params=decoding.RowParams(*([rows] * 6)), num_generated_B=rows, done_B=rows,
-      finish_B=rows, step=(), tokens_BxC=('batch', None), logprobs_BxC=('batch', None))
+      finish_B=rows, step=(), tokens_BxC=('batch', None), logprobs_BxC=('batch', None),
+      grammar_B=rows)
   return partitioning.tree_shardings(state, names, mesh, rules)
 
 
@@ -188,10 +197,10 @@ def _compiled_steps(config, max_len, num_slots, chunk, pool_size, mesh, rules, s
     cache = _gather_rows(pool, rows_B, use_B)
     return decoding.prefill(functools.partial(apply, params), tokens_BxL, lengths_B, cache)
 
-  def decode(params, state, stop_B):
+  def decode(params, state, stop_B, table_SxV):
     state = state.replace(done_B=state.done_B | stop_B)
     return decoding.decode_loop(functools.partial(apply, params), state, sample_fn=sample_fn,
-                                eos_id=eos_id)
+                                eos_id=eos_id, table_SxV=table_SxV)
 
   state_out = pool_out = None
   if mesh is not None:
@@ -264,6 +273,8 @@ class Engine:
     self._build_steps(sample_fn)
     self._state = self._empty_state()
     self._prefix_pool = self._shard_cache(KVCache.init(config, prefix_pool_size, self.max_len))
+    self._tables: grammar.TokenTables | None = None
+    self._table: tuple[int, Array] | None = None  # (tables version, device copy)
 
   # --------------------------------------------------------------------------
   # Setup: shardings and jitted steps.
@@ -311,8 +322,12 @@ class Engine:
 
   def prepare(self, request: llm.SamplingRequest, where: str = 'request') -> decoding.Prepared:
     """Validates and tokenizes a request (raises `UserError` on bad input)."""
+    if request.grammar is not None and self._tables is None:
+      with self._lock:
+        if self._tables is None:
+          self._tables = grammar.TokenTables(grammar.token_texts(self.vocab))
     return decoding.prepare(self.vocab, request, max_len=self.max_len, bos_id=self.bos_id,
-                            truncate=self.truncate_prompts, where=where)
+                            truncate=self.truncate_prompts, where=where, tables=self._tables)
 
   def submit(self, request: llm.SamplingRequest,
              prepared: decoding.Prepared | None = None) -> concurrent.futures.Future:
@@ -423,8 +438,10 @@ class Engine:
         self._slots[slot] = (work, row)
         work.placed += 1
       params = decoding.row_params(rows, k)
+      starts = np.full((k,), grammar.FREE, np.int32)
+      starts[:len(rows)] = [r.prepared.grammar_start for r in rows]
       self._state = self._insert(self._state, cache, logits, jnp.asarray(src),
-                                 jnp.asarray(dst), params)
+                                 jnp.asarray(dst), params, jnp.asarray(starts))
     for work, _ in units:
       if work.placed == len(work.rows):
         work.prefilled = None  # every sample has a slot; free the prompt's cache
@@ -511,7 +528,8 @@ class Engine:
     start = time.perf_counter()
     stop_B = np.asarray([s is None for s in self._slots])
     before = np.asarray([0 if s is None else len(s[1].tokens) for s in self._slots])
-    self._state = self._decode(self._params, self._state, jnp.asarray(stop_B))
+    self._state = self._decode(self._params, self._state, jnp.asarray(stop_B),
+                               self._device_table())
     after, finish, toks, lps, steps = jax.device_get(
         (self._state.num_generated_B, self._state.finish_B, self._state.tokens_BxC,
          self._state.logprobs_BxC, self._state.step))
@@ -536,6 +554,20 @@ class Engine:
       if work.remaining == 0:
         work.future.set_result([r.result for r in work.rows])
     return finished
+
+  def _device_table(self) -> Array | None:
+    """The grammar table on device (None until a request brings a grammar)."""
+    tables = self._tables
+    if tables is None:
+      return None
+    version = tables.version  # read first: rows added meanwhile come next time
+    if self._table is None or self._table[0] != version:
+      table = jnp.asarray(tables.table())
+      if self.mesh is not None:
+        table = jax.device_put(table, jax.sharding.NamedSharding(
+            self.mesh, jax.sharding.PartitionSpec()))
+      self._table = (version, table)
+    return self._table[1]
 
   def _fail_all(self, error: BaseException) -> None:
     with self._lock:

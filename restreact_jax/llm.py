@@ -4,8 +4,8 @@ Everything that calls a language model (the agent's five steps, the LLM ranker,
 the auto-eval judge) speaks this interface. Implementations: the JAX
 continuous-batching engine (`restreact_jax.engine`) and an OpenAI-compatible
 HTTP endpoint (`restreact_jax.agent.backends`). Log-probs are always under the
-*unscaled* model distribution (no temperature / top-k / top-p), so perplexity
-compares candidates fairly.
+*unscaled* model distribution (no temperature / top-k / top-p; a request's
+grammar mask excepted), so perplexity compares candidates fairly.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 from typing import Protocol, Sequence
 
 from restreact_jax import errors
+from restreact_jax import grammar
 
 END_MARKER = '# [END]'
 
@@ -38,6 +39,11 @@ class SamplingRequest:
       reads it after the prompt (tokenized on its own, as a training target's
       start is) and continues from there. Returned texts start with it; its
       tokens are not in `Sample.tokens` or `Sample.logprobs`.
+    grammar: a `grammar.Pattern` the whole completion (`response_prefix`
+      included) must follow until the pattern is complete; what comes after
+      (the stop string) is free. The JAX engine masks tokens that would leave
+      it and reports log-probs under the masked distribution; backends that
+      cannot constrain (HTTP) ignore it, so callers still parse what returns.
   """
   prompt: str
   n: int = 1
@@ -49,6 +55,7 @@ class SamplingRequest:
   seed: int = 0
   prefix: str = ''
   response_prefix: str = ''
+  grammar: grammar.Pattern | None = None
 
   def validate(self) -> None:
     if not isinstance(self.n, int) or self.n < 1:
@@ -66,6 +73,9 @@ class SamplingRequest:
       raise errors.UserError('SamplingRequest.prefix must be a prefix of prompt')
     if any(s and s in self.response_prefix for s in self.stop):
       raise errors.UserError('SamplingRequest.response_prefix must not contain a stop string')
+    if self.grammar is not None and not isinstance(self.grammar, grammar.Pattern):
+      raise errors.UserError(
+          f'SamplingRequest.grammar must be a grammar.Pattern, got {type(self.grammar).__name__}')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -256,3 +256,23 @@ def test_action_head_is_given_and_continued():
   assert traj.answer_generation == 'Oren Vasko [link_id=4].' and traj.status == 'ok'
   plain = make_agent().next(None).request
   assert plain.response_prefix == ''
+
+
+def test_constrain_gives_every_step_its_statement_grammar():
+  # With `constrain` each request carries its step's grammar (which the JAX
+  # engine decodes inside; the scripted model ignores it, as HTTP backends
+  # do); a summary's ids are limited to the current results'.
+  from restreact_jax.agent import step_grammars  # pylint: disable=g-import-not-at-top
+  llm = ScriptedLLM(by_step({
+      'decision': [SEARCH('a'), SEARCH('b'), STOP], 'summarize': [select([1]), select([4])],
+      'answer': [ANSWER], 'relevance': [PASS], 'grounding': [PASS]}))
+  traj = drive(make_agent(constrain=True, num_samples=1), llm, FakeSearch())
+  assert traj.status == 'ok'
+  kinds = [prompts.detect_step_type(r.prompt) for r in llm.requests]
+  ids = iter([[1, 2, 3], [4, 5, 6]])
+  for kind, request in zip(kinds, llm.requests):
+    want = step_grammars.step_grammar(kind, valid_link_ids=next(ids) if kind == 'summarize'
+                                      else None)
+    assert request.grammar == want, kind
+  assert kinds.count('summarize') == 2
+  assert make_agent().next(None).request.grammar is None

@@ -43,6 +43,7 @@ from restreact_jax import errors
 from restreact_jax.agent import calculator
 from restreact_jax.agent import parsing
 from restreact_jax.agent import prompts
+from restreact_jax.agent import step_grammars
 from restreact_jax.agent.trajectory import Candidate, Step, ToolCall, Trajectory
 from restreact_jax.llm import END_MARKER, Sample, SamplingRequest
 from restreact_jax.search.types import ResultItem
@@ -69,6 +70,10 @@ class AgentConfig:
       Answer(thoughts=`), so it writes the statement its step type declares
       instead of choosing one (a small model trained mostly on summaries
       writes `LinkSelection(` in answer steps). Completions keep the head.
+    constrain: decode every step inside its statement's grammar
+      (`step_grammars`: the fields of the step's type in order, string
+      literals, a summary's ids among the current results), so model output
+      always has the step's shape; backends that cannot constrain ignore it.
   """
   num_samples: int = 4
   temperature: float = 0.5
@@ -81,6 +86,7 @@ class AgentConfig:
   policy: str = ''
   tools: tuple[str, ...] = prompts.DEFAULT_TOOLS
   action_head: bool = False
+  constrain: bool = False
 
   def validate(self) -> None:
     for name in ('num_samples', 'max_attempts', 'results_per_search'):
@@ -216,11 +222,16 @@ class Agent:
     step = self._step
     seed = derive_seed(self.config.base_seed, self.trajectory.question_id,
                        self.trajectory.repeat, len(self.trajectory.steps), step.attempts)
+    pattern = None
+    if self.config.constrain:
+      pattern = step_grammars.step_grammar(step.step_type, self.config.tools,
+                                           [r.link_id for r in self._results])
     request = SamplingRequest(
         prompt=step.prompt, n=self.config.num_samples, temperature=self.config.temperature,
         top_p=self.config.top_p, max_tokens=self.config.max_tokens, stop=(END_MARKER,),
         seed=seed, prefix=step.prompt[:step.prefix_len],
-        response_prefix=prompts.ACTION_HEADS[step.step_type] if self.config.action_head else '')
+        response_prefix=prompts.ACTION_HEADS[step.step_type] if self.config.action_head else '',
+        grammar=pattern)
     return LLMCall(request=request, step_type=step.step_type)
 
   def _on_samples(self, samples: Sequence[Sample] | None, elapsed_s: float) -> Request:

@@ -113,6 +113,7 @@ def agent(exp_dir: str = gin.REQUIRED,
           seed: int | str = 0,
           tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
           action_head: bool | str = False,
+          constrain: bool | str = False,
           name_masking: bool | str = False,
           search_backend: str = 'bm25',
           search_http_config: Any = None,
@@ -135,7 +136,7 @@ def agent(exp_dir: str = gin.REQUIRED,
       max_searches=max_searches, results_per_search=results_per_search,
       max_attempts=max_attempts, seed=seed,
       policy=policy_checkpoint or hf_dir or openai_model or llm_backend, tools=tools,
-      action_head=action_head)
+      action_head=action_head, constrain=constrain)
   prompter = prompts.Prompter(exemplar_set or None,
                               None if num_exemplars in (None, '', 'None') else int(num_exemplars))
   tool = search_cmd.make_search_tool(exp_dir, search_backend, search_http_config,

@@ -332,7 +332,8 @@ def _sampling_lowerings(config: Any, mesh: Any, rules: Any, shapes: Shapes
   state_names = decoding.DecodeState(
       cache=transformer.KVCache.logical_axes(), logits_BxV=('batch', 'vocab'),
       params=decoding.RowParams(*([rows] * 6)), num_generated_B=rows, done_B=rows,
-      finish_B=rows, step=(), tokens_BxC=('batch', None), logprobs_BxC=('batch', None))
+      finish_B=rows, step=(), tokens_BxC=('batch', None), logprobs_BxC=('batch', None),
+      grammar_B=rows)
 
   def new_state():
     row_params = jax.tree.map(lambda x: jnp.zeros((batch,), x.dtype),

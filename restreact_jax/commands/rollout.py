@@ -102,7 +102,8 @@ def make_llm(exp_dir: str, *, backend: str, model: Any = None,
 def make_agent_config(*, num_samples, temperature, max_tokens, max_searches,
                       results_per_search, max_attempts, seed, policy,
                       tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
-                      action_head: bool | str = False) -> AgentConfig:
+                      action_head: bool | str = False,
+                      constrain: bool | str = False) -> AgentConfig:
   """The checked `AgentConfig` from command arguments (numbers may be strings).
 
   `tools` is a sequence of tool names or a comma-separated string.
@@ -113,7 +114,7 @@ def make_agent_config(*, num_samples, temperature, max_tokens, max_searches,
       results_per_search=_int(results_per_search, 'results_per_search'),
       max_attempts=_int(max_attempts, 'max_attempts'), base_seed=_int(seed, 'seed'),
       policy=str(policy), tools=prompts.normalize_tools(tools),
-      action_head=as_bool(action_head))
+      action_head=as_bool(action_head), constrain=as_bool(constrain))
   config.validate()
   return config
 
@@ -147,6 +148,7 @@ def rollout(exp_dir: str = gin.REQUIRED,
             seed: int | str = 0,
             tools: Sequence[str] | str = prompts.DEFAULT_TOOLS,
             action_head: bool | str = False,
+            constrain: bool | str = False,
             name_masking: bool | str = False,
             max_concurrent: int | str = 512,
             search_backend: str = 'bm25',
@@ -188,6 +190,8 @@ def rollout(exp_dir: str = gin.REQUIRED,
     tools: 'search', plus 'calculator' for `Calculate` decisions.
     action_head: the model continues each step's statement head
       (`AgentConfig.action_head`).
+    constrain: decode each step inside its statement's grammar
+      (`AgentConfig.constrain`).
     name_masking: the policy reads and writes entity names as placeholders
       (a policy trained with `rest.name_masking`; the world's names are used).
     max_concurrent: live agents at most.
@@ -220,7 +224,7 @@ def rollout(exp_dir: str = gin.REQUIRED,
       max_searches=max_searches, results_per_search=results_per_search,
       max_attempts=max_attempts, seed=seed,
       policy=policy_checkpoint or hf_dir or openai_model or llm_backend, tools=tools,
-      action_head=action_head)
+      action_head=action_head, constrain=constrain)
   prompter = prompts.Prompter(exemplar_set or None,
                               None if num_exemplars in (None, '', 'None') else
                               _int(num_exemplars, 'num_exemplars'))

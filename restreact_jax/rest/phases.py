@@ -85,6 +85,8 @@ class AgentSettings:
       calculation uses one unit of `max_searches`.
     action_head: the model continues each step's statement head
       (`AgentConfig.action_head`).
+    constrain: decode each step inside its statement's grammar
+      (`AgentConfig.constrain`).
   """
   num_samples: int = 4
   temperature: float = 0.5
@@ -96,6 +98,7 @@ class AgentSettings:
   max_concurrent: int = 512
   tools: tuple[str, ...] = ('search',)
   action_head: bool = False
+  constrain: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -435,7 +438,7 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
                        results_per_search=agent.results_per_search,
                        max_attempts=agent.max_attempts, base_seed=seed, policy=policy.label,
                        tools=prompts.normalize_tools(agent.tools),
-                       action_head=agent.action_head)
+                       action_head=agent.action_head, constrain=agent.constrain)
   prompter = prompts.Prompter(policy.exemplar_set, policy.num_exemplars)
   tool = search_cmd.make_search_tool(exp_dir, 'bm25', None, use_cache=True,
                                      max_snippet_chars=snippet_chars)
