@@ -592,7 +592,8 @@ class StaticSampler:
     starts = [r.prepared.grammar_start for r in rows] + [grammar.FREE] * (batch - len(rows))
     state = init_state(cache, logits_BxV, row_params(rows, batch), jnp.asarray(done),
                        self.decode_chunk, jnp.asarray(np.asarray(starts, np.int32)))
-    table = None if self._tables is None else jnp.asarray(self._tables.table())
+    table = None if self._tables is None else jnp.asarray(
+        self._tables.table(logits_BxV.shape[-1]))
     while not done.all():
       before = np.asarray(state.num_generated_B)
       state = self._decode(params, state, table)

@@ -562,7 +562,7 @@ class Engine:
       return None
     version = tables.version  # read first: rows added meanwhile come next time
     if self._table is None or self._table[0] != version:
-      table = jnp.asarray(tables.table())
+      table = jnp.asarray(tables.table(self.config.vocab_size))
       if self.mesh is not None:
         table = jax.device_put(table, jax.sharding.NamedSharding(
             self.mesh, jax.sharding.PartitionSpec()))

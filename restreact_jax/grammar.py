@@ -407,10 +407,23 @@ class TokenTables:
           f'{where}: response_prefix {response_prefix[:60]!r} does not fit the request grammar')
     return offset + state
 
-  def table(self) -> np.ndarray:
-    """All rows, padded to a power of two (so growth seldom changes shapes)."""
+  def table(self, width: int | None = None) -> np.ndarray:
+    """All rows, padded to a power of two (so growth seldom changes shapes).
+
+    Args:
+      width: the model's logits width, when it differs from the vocabulary's
+        size (vocabularies padded for sharding): ids past the vocabulary are
+        free in the free row and refused in every pattern's rows.
+    """
     with self._lock:
       full = np.concatenate(self._rows, axis=0)
+    if width is not None and width != full.shape[1]:
+      if width < full.shape[1]:
+        full = full[:, :width]
+      else:
+        extra = np.full((full.shape[0], width - full.shape[1]), -1, np.int32)
+        extra[FREE] = FREE
+        full = np.concatenate([full, extra], axis=1)
     rows = 1 << max(0, (full.shape[0] - 1).bit_length())
     pad = np.zeros((rows - full.shape[0], full.shape[1]), np.int32)
     return np.concatenate([full, pad], axis=0)

@@ -115,6 +115,15 @@ def test_http_backend_continues_the_response_prefix(server):
   assert server.payloads[-1]['prompt'] == 'Q\nACTION_SELECTED: Answer ='
 
 
+def test_http_backend_refuses_grammars_before_sending_anything(server):
+  from restreact_jax import grammar
+  llm = OpenAICompletionsLLM(server.url, api_key_env='')
+  with pytest.raises(errors.UserError, match='request 1 has a grammar'):
+    llm.generate([SamplingRequest(prompt='x'),
+                  SamplingRequest(prompt='y', grammar=grammar.Lit('a'))])
+  assert server.payloads == []
+
+
 def test_http_backend_retries_server_errors(server):
   server.fail_first = 2
   server.reply = lambda p: [('ok', [-1.0], 'length')]

@@ -170,6 +170,27 @@ def test_forced_tokens_have_log_prob_zero_and_mixed_batches_keep_free_rows_free(
   assert [s.tokens for s in got_free] == [s.tokens for s in alone.generate([free])[0]]
 
 
+def test_a_model_with_a_padded_vocabulary_never_samples_past_it_under_a_grammar():
+  wide = configs.TransformerConfig(**{**CONFIG.__dict__, 'vocab_size': 384})
+  model = transformer.Transformer(wide)
+  params = nn.unbox(model.init(jax.random.key(2), jnp.zeros((1, 4), jnp.int32))['params'])
+  # A third of a random model's mass is on the padding ids.
+  # Longer than the budget: no row reaches the end, where the rest would be free.
+  pattern = g.seq("f(x='", g.Repeat(g.CharSet('ab')), "'" + 'z' * 12)
+  eng = engine_lib.Engine(wide, params, VOCAB, num_slots=2, decode_chunk=4)
+  got = eng.generate([llm.SamplingRequest(prompt='p', n=2, temperature=1.0, max_tokens=12,
+                                          seed=1, stop=(), grammar=pattern)])
+  for s in got[0]:
+    assert len(s.tokens) == 12 and max(s.tokens) < VOCAB.vocab_size
+    assert g.compile_chars(pattern).follows(s.text) == 'partial'
+  table = g.TokenTables(g.token_texts(VOCAB))
+  table.start(pattern)
+  full = table.table(384)
+  assert full.shape[1] == 384
+  assert (full[g.FREE, VOCAB.vocab_size:] == g.FREE).all()
+  assert (full[1:table.num_states, VOCAB.vocab_size:] < 0).all()
+
+
 def test_a_prefix_outside_the_grammar_is_one_clear_error(params):
   eng = engine_lib.Engine(CONFIG, params, VOCAB, num_slots=2)
   bad = llm.SamplingRequest(prompt='p', grammar=g.Lit('hello'), response_prefix='bye')

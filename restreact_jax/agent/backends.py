@@ -180,8 +180,12 @@ class OpenAICompletionsLLM:
 
   def generate(self, requests: Sequence[SamplingRequest]) -> list[list[Sample]]:
     """Samples every request; see `LLM.generate`."""
-    for r in requests:
+    for i, r in enumerate(requests):
       r.validate()
+      if r.grammar is not None:
+        raise errors.UserError(
+            f'OpenAI backend: request {i} has a grammar, which the completions API cannot '
+            'carry; run without constrained decoding (AgentSettings.constrain, --constrain)')
     if not requests:
       return []
     with concurrent.futures.ThreadPoolExecutor(min(self.max_workers, len(requests))) as pool:
