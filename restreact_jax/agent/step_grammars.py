@@ -3,11 +3,12 @@
 Each pattern is the statement `prompts.render_target` writes for its step
 type (comment lines first, then the action head, the fields in their order,
 and the stop marker), with every string field a one-line Python string
-literal with no bare '#', so the stop marker can only come at the end. Under `AgentConfig.constrain` the engine decodes inside it
-(`grammar.py`), so a completion is always a statement of the type its step
-declares: the model still chooses every field's text, the search-or-terminate
-and pass-or-revise choices and the link ids, but it cannot drop a field, write
-one the type does not have, or break the string syntax. The parser checks
+literal with no bare '#', so the stop marker can only come at the end. Under
+`AgentConfig.constrain` the engine decodes inside it (`grammar.py`), so a
+completion is always a statement of the type its step declares: the model
+still chooses every field's text, the search-or-terminate and pass-or-revise
+choices and the link ids, but it cannot drop a field, write one the type
+does not have, or break the string syntax. The parser checks
 what comes back as before (`parsing.parse_step`); model output is never run.
 
 A summarize step's link ids are limited to the current search results'
