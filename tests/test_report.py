@@ -93,7 +93,10 @@ def test_heldout_evals_join_the_summary_and_the_page_beside_the_test_split(tmp_p
                             ('heldout', 'gen_0_xxs', 15.0)):
     _write(exp / split / 'eval' / name / 'summary.json',
            {'final': {'mean': mean, 'std': 1.2, 'n_runs': 2},
-            'answer_generation': {'mean': mean - 1, 'std': 0.5, 'n_runs': 2}})
+            'answer_generation': {'mean': mean - 1, 'std': 0.5, 'n_runs': 2},
+            'funnel': {'in_results': {'mean': 60.0, 'std': 2.0, 'n_runs': 2},
+                       'in_summaries': {'mean': 40.0, 'std': 0.0, 'n_runs': 2},
+                       'answer_given_summaries': {'mean': mean, 'std': 1.0, 'n_runs': 2}}})
   index = report.build_report(exp)
   summary = json.loads((exp / 'report' / 'summary.json').read_text())
   assert [g['gen'] for g in summary['generations']] == [2]
@@ -101,9 +104,14 @@ def test_heldout_evals_join_the_summary_and_the_page_beside_the_test_split(tmp_p
           for g in summary['heldout']['generations']] == [(0, 15.0), (2, 20.8)]
   page = index.read_text()
   assert page.index('Test split, final models') < page.index('Held-out training questions')
-  assert '<td>gen_0_xxs</td><td>15.0 ± 1.2</td><td>14.0 ± 0.5</td>' in page
-  assert (exp / 'report' / 'heldout.md').read_text().splitlines()[2:] == [
-      '| gen_0_xxs | 15.0 ± 1.2 | 14.0 ± 0.5 |', '| gen_2_xxs | 20.8 ± 1.2 | 19.8 ± 0.5 |']
+  assert ('<td>gen_0_xxs</td><td>15.0 ± 1.2</td><td>14.0 ± 0.5</td><td>60.0 ± 2.0</td>'
+          '<td>40.0 ± 0.0</td><td>15.0 ± 1.0</td>') in page
+  heldout_md = (exp / 'report' / 'heldout.md').read_text().splitlines()
+  assert heldout_md[0] == ('| model | final | answer generation | answer in results | '
+                           'in summaries | answered, given summaries |')
+  assert heldout_md[2:] == [
+      '| gen_0_xxs | 15.0 ± 1.2 | 14.0 ± 0.5 | 60.0 ± 2.0 | 40.0 ± 0.0 | 15.0 ± 1.0 |',
+      '| gen_2_xxs | 20.8 ± 1.2 | 19.8 ± 0.5 | 60.0 ± 2.0 | 40.0 ± 0.0 | 20.8 ± 1.0 |']
   assert (exp / 'report' / 'test.md').read_text().count('| gen_') == 1
 
 

@@ -15,6 +15,13 @@ sample standard deviation over runs (ddof=1; 0.0 for a single run).
    "by_qtype": {qtype: {"final": ..., "answer_generation": ..., "n_questions"}},
    "by_hops": {"2": {...}}, "n_questions", "judge": {...}, "missing", ...}
 `results.jsonl`: one row per (run, question) with both answers and verdicts.
+
+With the verdicts comes the funnel (`funnel.py`): per row whether the search
+results and the kept summaries mention a reference answer, and in
+`summary.json` `"funnel": {"in_results", "in_summaries",
+"answer_given_summaries"}` (each mean ± std over runs, percent of the
+applicable rows; the last is answer-generation accuracy on the rows whose
+summaries held the answer).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np
 import tqdm
 
 from restreact_jax import errors
+from restreact_jax.evaluation import funnel
 from restreact_jax.evaluation import judge as judge_lib
 
 KINDS = ('final', 'answer_generation')
@@ -159,7 +167,8 @@ def evaluate(trajectories: Iterable[Mapping[str, Any]],
       missing += t is None
       row = {'run': r, 'question_id': qid, 'qtype': q.get('qtype'),
              'num_hops': q.get('num_hops'), 'missing': t is None,
-             'status': None if t is None else t.get('status')}
+             'status': None if t is None else t.get('status'),
+             **funnel.trajectory_stages(t, q['answers'])}
       for kind in KINDS:
         answer = None if t is None else t.get(_ANSWER_FIELD[kind])
         row[_ANSWER_FIELD[kind]] = answer
@@ -185,8 +194,12 @@ def evaluate(trajectories: Iterable[Mapping[str, Any]],
       row[f'correct_{kind}'] = bool(v.correct)
       row[f'judge_source_{kind}'] = v.source
       sources[v.source] += 1
+    row['answer_given_summaries'] = (row['correct_answer_generation'] if row['in_summaries']
+                                     else None)
 
   summary = summarize(rows, runs)
+  summary['funnel'] = {field: mean_std(funnel.per_run_rates(rows, runs, field))
+                       for field in (*funnel.STAGES, 'answer_given_summaries')}
   summary.update({
       'n_questions': len(questions), 'missing': missing, 'duplicates': duplicates,
       'judge': {'name': judge.name, 'sources': dict(sources),

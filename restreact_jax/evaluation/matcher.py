@@ -191,7 +191,8 @@ def normalize_text(text: str) -> str:
   return ' '.join(normalize_tokens(text))
 
 
-def _contains_span(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+def contains_span(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+  """Whether the token list `needle` occurs contiguously in `haystack`."""
   n = len(needle)
   if n == 0 or n > len(haystack):
     return False
@@ -243,7 +244,7 @@ def matching_reference(answer: str, references: Sequence[str]) -> str | None:
     if ref_tokens in (['yes'], ['no']):
       if _yes_no(answer_tokens) == ref_tokens[0]:
         return ref
-    elif _contains_span(answer_tokens, ref_tokens):
+    elif contains_span(answer_tokens, ref_tokens):
       return ref
   return None
 

@@ -22,8 +22,10 @@ temporary directory renamed into place at the end. `summary.json` is
 (`test/eval/gen_<g>_<size>/`) when the loop evaluated there, else on dev
 (`gen_<g>/eval/<size>/`; `split` says which), plus `"heldout":
 {"generations": [...]}` of the same shape when the loop also judged the
-held-out training questions (`rest.heldout_eval`). All model text is
-HTML-escaped.
+held-out training questions (`rest.heldout_eval`). The test and held-out
+tables carry auto-eval's funnel when the evals have one (`funnel.py`: how
+often the answer was in the search results, in the kept summaries, and the
+answer step's accuracy given it was). All model text is HTML-escaped.
 
 The page reads top to bottom: the headline results table (cells in
 `RESULTS_BG` under a dark header, rows `RESULTS_ROW_GAP_PX` apart, the best
@@ -387,6 +389,10 @@ SPLIT_TITLES = {
 }
 
 
+FUNNEL_COLUMNS = {'in_results': 'answer in results', 'in_summaries': 'in summaries',
+                  'answer_given_summaries': 'answered, given summaries'}
+
+
 def split_tables(exp: pathlib.Path, split: str) -> tuple[str, str]:
   """(html, markdown) of a split's eval of the final models; empty when not run.
 
@@ -394,18 +400,27 @@ def split_tables(exp: pathlib.Path, split: str) -> tuple[str, str]:
   markdown is `report/<split>.md`, which the loop prints at its end.
   """
   html_rows, md_rows = [], []
-  for path in sorted((exp / split / 'eval').glob('*/summary.json')):
-    s = _read_json(path)
-    final, draft = _cell(s.get('final')), _cell(s.get('answer_generation'))
-    html_rows.append(f'<tr><td>{_e(path.parent.name)}</td><td>{_e(final)}</td>'
-                     f'<td>{_e(draft)}</td></tr>')
-    md_rows.append(f'| {path.parent.name} | {final} | {draft} |\n')
+  evals = [(p.parent.name, _read_json(p))
+           for p in sorted((exp / split / 'eval').glob('*/summary.json'))]
+  funnel = [c for c in FUNNEL_COLUMNS if any('funnel' in s for _, s in evals)]
+  for name, s in evals:
+    stages = s.get('funnel') or {}
+    cells = [_cell(s.get('final')), _cell(s.get('answer_generation'))]
+    cells += [_cell(stages.get(field)) for field in funnel]
+    html_rows.append(f'<tr><td>{_e(name)}</td>'
+                     + ''.join(f'<td>{_e(c)}</td>' for c in cells) + '</tr>')
+    md_rows.append(f'| {name} | ' + ' | '.join(cells) + ' |\n')
   if not html_rows:
     return '', ''
+  head = ['final', 'answer generation', *(FUNNEL_COLUMNS[c] for c in funnel)]
+  note = ('<p class="note">Where answers are lost (auto-eval\'s funnel): the reference answer '
+          'appears in a search result the agent saw, in a summary it kept, and the answer '
+          'generation\'s accuracy on the runs whose summaries held it.</p>' if funnel else '')
   return ((f'<h2>{_e(SPLIT_TITLES[split])} (%, mean ± std over runs)</h2><table class="plain">'
-           '<tr><th>model</th><th>final</th><th>answer generation</th></tr>'
-           + ''.join(html_rows) + '</table>'),
-          '| model | final | answer generation |\n|---|---|---|\n' + ''.join(md_rows))
+           '<tr><th>model</th>' + ''.join(f'<th>{_e(h)}</th>' for h in head) + '</tr>'
+           + ''.join(html_rows) + '</table>' + note),
+          '| model | ' + ' | '.join(head) + ' |\n|---' + '|---' * len(head) + '|\n'
+          + ''.join(md_rows))
 
 
 def render_page(summary: dict[str, Any], per_gen: list[tuple[int, dict[str, Any]]],
