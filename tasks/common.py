@@ -189,9 +189,17 @@ def register_corpus_task(name: str,
   )
 
 
+def _only_step_type(dataset: tf.data.Dataset, step_type: str) -> tf.data.Dataset:
+  """The records of one step type, as `inputs` / `targets` pairs."""
+  dataset = dataset.filter(lambda ex: tf.equal(ex['step_type'], step_type))
+  return dataset.map(lambda ex: {'inputs': ex['inputs'], 'targets': ex['targets']},
+                     num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def register_text_to_text_task(name: str,
                                files: Mapping[str, str | Sequence[str]] | Sequence[str],
-                               vocab_path: str | os.PathLike[str] | None) -> seqio.Task:
+                               vocab_path: str | os.PathLike[str] | None,
+                               step_type: str | None = None) -> seqio.Task:
   """Registers an `inputs` → `targets` task over TFRecord files.
 
   Args:
@@ -200,6 +208,8 @@ def register_text_to_text_task(name: str,
       Records are `tf.train.Example`s with `inputs` and `targets` strings (see
       `write_examples`).
     vocab_path: SentencePiece model, or None for bytes.
+    step_type: keep only the records whose `step_type` feature is this (None:
+      every record).
 
   Returns:
     The registered task.
@@ -215,15 +225,19 @@ def register_text_to_text_task(name: str,
                              f'(split {split!r})')
     split_to_files[split] = found
   remove(name)
+  features = {
+      'inputs': tf.io.FixedLenFeature([], tf.string),
+      'targets': tf.io.FixedLenFeature([], tf.string),
+  }
+  selection = []
+  if step_type is not None:
+    features['step_type'] = tf.io.FixedLenFeature([], tf.string, default_value='')
+    selection = [functools.partial(_only_step_type, step_type=step_type)]
   return seqio.TaskRegistry.add(
       name,
-      source=seqio.TFExampleDataSource(
-          split_to_files,
-          feature_description={
-              'inputs': tf.io.FixedLenFeature([], tf.string),
-              'targets': tf.io.FixedLenFeature([], tf.string),
-          }),
+      source=seqio.TFExampleDataSource(split_to_files, feature_description=features),
       preprocessors=[
+          *selection,
           seqio.preprocessors.tokenize,
           seqio.preprocessors.append_eos_after_trim,
       ],

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from restreact_jax import errors
+from restreact_jax import errors, jsonl
 from restreact_jax.llm import END_MARKER
 from tasks import common
 
@@ -161,22 +161,74 @@ def write_seed(out_dir: str | os.PathLike[str], exemplar_set: str = 'world',
   return {'examples': len(records), 'per_step_type': per_type}
 
 
+def _seed_dir(exp_dir: str | os.PathLike[str],
+              seed_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+  return pathlib.Path(seed_dir) if seed_dir else pathlib.Path(exp_dir) / 'gen_0' / 'seed'
+
+
 def register_seed(exp_dir: str | os.PathLike[str],
                   vocab_path: str | os.PathLike[str] | None,
-                  seed_dir: str | os.PathLike[str] | None = None) -> str:
+                  seed_dir: str | os.PathLike[str] | None = None,
+                  step_type: str | None = None) -> str:
   """Registers `restreact_gen0_seed` over `EXP_DIR/gen_0/seed/seed.tfrecord`.
 
   Args:
     exp_dir: the experiment directory.
     vocab_path: SentencePiece model (None: bytes).
     seed_dir: where `write_seed` wrote (default `gen_0/seed`).
+    step_type: only that step type's examples, as `restreact_gen0_seed_<type>`.
 
   Returns:
     The task name.
   """
-  directory = pathlib.Path(seed_dir) if seed_dir else pathlib.Path(exp_dir) / 'gen_0' / 'seed'
-  common.register_text_to_text_task(SEED_TASK, [str(directory / SEED_FILE)], vocab_path)
-  return SEED_TASK
+  name = SEED_TASK if step_type is None else f'{SEED_TASK}_{step_type}'
+  common.register_text_to_text_task(name, [str(_seed_dir(exp_dir, seed_dir) / SEED_FILE)],
+                                    vocab_path, step_type=step_type)
+  return name
+
+
+def seed_counts(exp_dir: str | os.PathLike[str],
+                seed_dir: str | os.PathLike[str] | None = None) -> dict[str, int]:
+  """Seed examples per step type (from the `seed.jsonl` `write_seed` wrote)."""
+  path = _seed_dir(exp_dir, seed_dir) / 'seed.jsonl'
+  if not path.is_file():
+    raise errors.UserError(f'no seed examples at {path}; run the seed phase first')
+  counts = dict.fromkeys(STEP_TYPES, 0)
+  for record in jsonl.iter_jsonl(path):
+    step_type = str(record.get('step_type', ''))
+    if step_type not in counts:
+      raise errors.UserError(f'{path}: unknown step type {step_type!r}')
+    counts[step_type] += 1
+  return counts
+
+
+def seed_floor_rates(own: Mapping[str, float], seed: Mapping[str, int],
+                     seed_fraction: float) -> dict[str, float]:
+  """Per-step-type rates of the seed data when every type keeps its seed share.
+
+  A generation's own data (weights `own`, summing to 1 - seed_fraction) can
+  leave a step type nearly out — the rater accepts few answer steps — and
+  fine-tuning on it then wears that step down. Here each type's seed
+  examples get rate `max(f * s_t, s_t - own_t)`, `s_t` the type's share of the
+  seed data: the seed's usual share f of it, raised so that the type's own
+  and seed data together reach at least `s_t` (the mixture's rates are
+  normalised afterwards, so the own data's share shrinks a little).
+
+  Args:
+    own: the generation's own data per step type, as mixture weights.
+    seed: seed examples per step type.
+    seed_fraction: f.
+
+  Returns:
+    `{step_type: rate}` for the types with seed examples.
+  """
+  total = sum(seed.values())
+  rates = {}
+  for step_type, n in seed.items():
+    if n > 0:
+      share = n / total
+      rates[step_type] = max(seed_fraction * share, share - float(own.get(step_type, 0.0)))
+  return rates
 
 
 # ---------------------------------------------------------------------------
@@ -230,18 +282,28 @@ def mixture_rates(counts: Mapping[str, int],
 
 def _with_seed(name: str, parts: Sequence[tuple[str, float]],
                exp_dir: str | os.PathLike[str], vocab_path: str | os.PathLike[str] | None,
-               seed_fraction: float) -> str:
+               seed_fraction: float, own_types: Mapping[str, float] | None = None) -> str:
   """Registers mixture `name` of `parts`, topped up with seed exemplars.
 
   With `seed_fraction` f > 0 the seed task gets rate f and `parts` share
   1 - f in proportion to their rates (the seed task alone when there are no
   parts). f = 0 is the paper's setting: a generation trains on its own data.
+  With `own_types` (the parts' weight per step type, any scale) the seed
+  data is mixed per step type instead, each type kept at least at its seed
+  share (`seed_floor_rates`).
   """
   if not 0.0 <= seed_fraction < 1.0:
     raise errors.UserError(f'seed_fraction must be in [0, 1), got {seed_fraction}')
   total = sum(rate for _, rate in parts)
   tasks = [(task, (1.0 - seed_fraction) * rate / total) for task, rate in parts if total > 0]
-  if seed_fraction > 0:
+  if seed_fraction > 0 and own_types is not None:
+    own_total = sum(own_types.values()) if tasks else 0.0
+    own = {t: (1.0 - seed_fraction) * w / own_total for t, w in own_types.items()
+           if own_total > 0}
+    floor = seed_floor_rates(own, seed_counts(exp_dir), seed_fraction)
+    tasks += [(register_seed(exp_dir, vocab_path, step_type=t), rate)
+              for t, rate in floor.items() if rate > 0]
+  elif seed_fraction > 0:
     tasks.append((register_seed(exp_dir, vocab_path), seed_fraction if tasks else 1.0))
   if not tasks:
     raise errors.UserError(f'{name}: no examples to train on')
@@ -252,7 +314,7 @@ def _with_seed(name: str, parts: Sequence[tuple[str, float]],
 def register_generation(exp_dir: str | os.PathLike[str], generation: int,
                         vocab_path: str | os.PathLike[str] | None,
                         rates: Mapping[str, float] | None = None,
-                        seed_fraction: float = 0.0) -> str:
+                        seed_fraction: float = 0.0, seed_floor: bool = False) -> str:
   """Registers generation g's step tasks and their mixture.
 
   Args:
@@ -262,6 +324,8 @@ def register_generation(exp_dir: str | os.PathLike[str], generation: int,
     rates: per-example weight per step type (see `mixture_rates`); None:
       every type in proportion to its examples.
     seed_fraction: share of seed exemplars mixed in (0: none, the paper's way).
+    seed_floor: mix the seed in per step type, each type kept at least at its
+      share of the seed data (`seed_floor_rates`).
 
   Returns:
     The mixture name `restreact_gen{g}_mixture`.
@@ -285,12 +349,14 @@ def register_generation(exp_dir: str | os.PathLike[str], generation: int,
     common.register_text_to_text_task(name, [str(directory / f'{step_type}.tfrecord')],
                                       vocab_path)
     tasks.append((name, rate))
-  return _with_seed(mixture_name(generation), tasks, exp_dir, vocab_path, seed_fraction)
+  return _with_seed(mixture_name(generation), tasks, exp_dir, vocab_path, seed_fraction,
+                    chosen if seed_floor else None)
 
 
 def register_distill(exp_dir: str | os.PathLike[str], generation: int,
                      vocab_path: str | os.PathLike[str] | None,
-                     extra_files: Sequence[str] = (), seed_fraction: float = 0.0) -> str:
+                     extra_files: Sequence[str] = (), seed_fraction: float = 0.0,
+                     seed_floor: bool = False) -> str:
   """Registers `restreact_gen{g}_distill`: generation g's ranked data as one task.
 
   Args:
@@ -301,6 +367,8 @@ def register_distill(exp_dir: str | os.PathLike[str], generation: int,
       mixture built from more trajectories per question).
     seed_fraction: share of seed exemplars mixed in (then the name is a
       mixture of the ranked data and the seed task).
+    seed_floor: see `register_generation` (the ranked files' step types
+      weighted by their counts; extra files count as none).
 
   Returns:
     The task (or mixture) name.
@@ -315,7 +383,9 @@ def register_distill(exp_dir: str | os.PathLike[str], generation: int,
     if files:
       common.register_text_to_text_task(name + '_ranked', files, vocab_path)
       parts.append((name + '_ranked', 1.0))
-    return _with_seed(name, parts, exp_dir, vocab_path, seed_fraction)
+    own = {t: float(n) for t, n in counts.items() if int(n) > 0}
+    return _with_seed(name, parts, exp_dir, vocab_path, seed_fraction,
+                      own if seed_floor else None)
   if not files:
     raise errors.UserError(f'generation {generation}: no ranked examples to distill from')
   common.register_text_to_text_task(name, files, vocab_path)

@@ -151,3 +151,34 @@ def test_benchmark_tasks_and_metric():
                                       ['It was James Madison.', 'In 2001.'])
   assert metric == {'accuracy': 50.0}
   assert np.isclose(rest_tasks.accuracy_metric([], [])['accuracy'], 0.0)
+
+
+def test_seed_floor_keeps_every_step_type_at_its_seed_share(tmp_path):
+  # The rater accepted many decisions and a single answer step.
+  exp = _ranked_exp(tmp_path, {'decision': 9, 'answer': 1})
+  rest_tasks.write_seed(tmp_path / 'gen_0' / 'seed')
+  seed = rest_tasks.seed_counts(exp)
+  share = {t: n / sum(seed.values()) for t, n in seed.items()}
+  assert all(n > 0 for n in seed.values())
+  name = rest_tasks.register_generation(exp, 1, None, seed_fraction=0.3, seed_floor=True)
+  mix = seqio.get_mixture_or_task(name)
+  rates = {t.name: mix.get_rate(t) for t in mix.tasks}
+  total = sum(rates.values())
+  own = {'decision': 0.7 * 0.9, 'answer': 0.7 * 0.1}
+  for step_type, s in share.items():
+    seed_rate = rates[f'restreact_gen0_seed_{step_type}']
+    assert seed_rate == pytest.approx(max(0.3 * s, s - own.get(step_type, 0.0)))
+    # Own and seed data together reach the type's seed share before normalising.
+    assert seed_rate + own.get(step_type, 0.0) >= s - 1e-9
+  # The answer step, nearly absent from the own data, is topped up past 0.3 x
+  # its seed share; decisions, plentiful, keep the plain 0.3 x share.
+  assert rates['restreact_gen0_seed_answer'] > 0.3 * share['answer'] + 1e-6
+  assert rates['restreact_gen0_seed_decision'] == pytest.approx(0.3 * share['decision'])
+  assert total > 1.0
+  # Each per-type seed task holds exactly that type's seed examples.
+  got = _examples('restreact_gen0_seed_answer')
+  assert len(got) == seed['answer']
+  assert {prompts.detect_step_type(_decode(e['inputs'])) for e in got} == {'answer'}
+  # The student's distill task mixes the seed the same way.
+  name = rest_tasks.register_distill(exp, 1, None, seed_fraction=0.3, seed_floor=True)
+  assert 'restreact_gen0_seed_answer' in [t.name for t in seqio.get_mixture_or_task(name).tasks]

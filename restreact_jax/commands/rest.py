@@ -63,6 +63,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          consistency_weight: float = 1.0,
          mixture_rates: Mapping[str, float] | None = None,
          seed_fraction: float = 0.0,
+         seed_floor: bool | str = False,
          pilot_questions: int = 0,
          entity_tokens: bool = False,
          name_masking: bool = False,
@@ -135,6 +136,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       out; None: every type in proportion to its examples).
     seed_fraction: share of seed exemplars in every generation's data (0:
       the paper's setting).
+    seed_floor: mix the seed in per step type, each type kept at least at
+      its seed share.
     pilot_questions: labelled pilot questions (the last N of train): gen 0
       also learns from their scripted demonstrations; rollouts skip them.
     entity_tokens: every entity name and year of the world is one piece.
@@ -204,7 +207,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       ranker_by_generation={int(k): str(v) for k, v in (ranker_by_generation or {}).items()},
       rule_weight=float(rule_weight), consistency_weight=float(consistency_weight),
       mixture_rates=dict(mixture_rates) if mixture_rates else None,
-      seed_fraction=float(seed_fraction), pilot_questions=int(pilot_questions),
+      seed_fraction=float(seed_fraction), seed_floor=as_bool(seed_floor),
+      pilot_questions=int(pilot_questions),
       entity_tokens=as_bool(entity_tokens), vocab_model_type=str(vocab_model_type),
       name_masking=as_bool(name_masking), only_acceptable=as_bool(only_acceptable),
       trajectory_filter=(None if trajectory_filter in (None, '', 'none', 'None')

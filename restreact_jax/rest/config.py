@@ -76,6 +76,10 @@ class RestConfig:
       training data (0, the paper's setting: no accumulation). A generation
       whose mixture is empty and whose seed_fraction is 0 trains nothing: its
       policy is kept from before and the decision says why.
+    seed_floor: mix the seed data in per step type, each type kept at least
+      at its share of the seed data (the rater accepts few answer steps, so
+      without it later generations train the answer step less and less;
+      `tasks.rest.seed_floor_rates`). Needs seed_fraction > 0.
     pilot_questions: the last N training questions are a labelled pilot set:
       gen 0 is fine-tuned on the exemplars plus a scripted demonstration of
       each (`agent.demonstrations`; the stand-in for the paper's prompted
@@ -168,6 +172,7 @@ class RestConfig:
   consistency_weight: float = 1.0
   mixture_rates: Mapping[str, float] | None = None
   seed_fraction: float = 0.0
+  seed_floor: bool = False
   pilot_questions: int = 0
   entity_tokens: bool = False
   name_masking: bool = False
@@ -222,6 +227,8 @@ class RestConfig:
       for size in (self.policy_size, *self.student_sizes):
         if size in base.sizes:
           base.check_model(size, self.models[size])
+    if self.seed_floor and not self.seed_fraction > 0:
+      raise errors.UserError('rest.seed_floor needs rest.seed_fraction > 0')
     if self.revise_summaries and not self.guided_rollouts:
       raise errors.UserError('rest.revise_summaries needs rest.guided_rollouts = True')
     if self.generations < 0:

@@ -332,15 +332,18 @@ class _Steps:
     init_phase = init_phase_for(cfg, g, size, previous)
     if is_policy:
       task_fn = lambda: rest_tasks.register_generation(  # noqa: E731
-          self.root, g, self.vocab_path, cfg.mixture_rates, cfg.seed_fraction)
+          self.root, g, self.vocab_path, cfg.mixture_rates, cfg.seed_fraction,
+          cfg.seed_floor)
     else:
       task_fn = lambda: rest_tasks.register_distill(  # noqa: E731
-          self.root, g, self.vocab_path, seed_fraction=cfg.seed_fraction)
+          self.root, g, self.vocab_path, seed_fraction=cfg.seed_fraction,
+          seed_floor=cfg.seed_floor)
     name = f'gen_{g}/models/{size}'
     deps = [f'gen_{g}/mixture', 'vocab', init_phase] + (['gen_0/seed'] if cfg.seed_fraction else [])
     settings = cfg.finetune if is_policy else cfg.distill
     self._train(name, size, task_fn, settings, f'{init_phase}/checkpoints', deps,
                 extra={'seed_fraction': cfg.seed_fraction,
+                       **({'seed_floor': True} if cfg.seed_floor else {}),
                        'rates': dict(cfg.mixture_rates) if cfg.mixture_rates else None})
     return self._policy(g, size, name)
 
