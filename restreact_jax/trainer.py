@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from restreact_jax import averaging
 from restreact_jax import checkpoints
 from restreact_jax import data as data_lib
 from restreact_jax import errors
@@ -67,6 +68,9 @@ class OptimizerConfig:
     b2: Adam second-moment decay.
     eps: Adam epsilon.
     clip_norm: clip gradients to this global norm (0 disables).
+    average_last_steps: hand on the mean of the parameters over the run's
+      last N steps instead of the last step's (`averaging.tail_average`; 0:
+      off). The window is counted back from `decay_steps`.
   """
   learning_rate: float = 1e-3
   warmup_steps: int = 100
@@ -77,6 +81,7 @@ class OptimizerConfig:
   b2: float = 0.95
   eps: float = 1e-8
   clip_norm: float = 1.0
+  average_last_steps: int = 0
 
 
 def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
@@ -99,7 +104,7 @@ def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.S
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
-  """AdamW over the schedule, after global-norm clipping.
+  """AdamW over the schedule, after global-norm clipping (and tail averaging).
 
   Args:
     config: optimizer settings.
@@ -112,9 +117,11 @@ def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientT
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
   adamw = optax.adamw(learning_rate_schedule(config, total_steps), b1=config.b1, b2=config.b2,
                       eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask)
-  if config.clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), adamw)
-  return adamw
+  chain = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
+  chain.append(adamw)
+  if config.average_last_steps > 0:
+    chain.append(averaging.tail_average(config.average_last_steps, total_steps))
+  return chain[0] if len(chain) == 1 else optax.chain(*chain)
 
 
 # ----------------------------------------------------------------------------
@@ -634,6 +641,10 @@ def train_loop(config: configs.TransformerConfig,
   # steps therefore stretches it, as in T5X (pin `decay_steps` to avoid that).
   optimizer_config = dataclasses.replace(
       optimizer_config, decay_steps=optimizer_config.decay_steps or loop.train_steps)
+  if optimizer_config.average_last_steps and optimizer_config.decay_steps != loop.train_steps:
+    raise errors.UserError(
+        f'average_last_steps counts back from decay_steps ({optimizer_config.decay_steps}), '
+        f'which must then be the run\'s train_steps ({loop.train_steps})')
   program = build_program(config, mesh, rules, optimizer_config, loop.num_microbatches,
                           loop.z_loss)
   steps = program.steps
@@ -708,6 +719,10 @@ def train_loop(config: configs.TransformerConfig,
 
       # --- Periodic actions.
       is_last = step == loop.train_steps
+      if is_last and optimizer_config.average_last_steps:
+        # The run hands on (saves, evaluates, returns) its tail average.
+        state = state.replace(params=jax.tree.map(
+            jnp.copy, averaging.averaged_params(state.opt_state)))
       if is_last or step % loop.checkpoint_period == 0:
         # Never save a state whose loss was not checked.
         record(*pending, seconds=None)

@@ -42,6 +42,7 @@ def train(model=gin.REQUIRED,
           end_learning_rate_fraction: float = 0.1,
           weight_decay: float = 0.01,
           clip_norm: float = 1.0,
+          average_last_steps: int = 0,
           num_microbatches: int = 1,
           z_loss: float = 1e-4,
           seed: int = 0,
@@ -76,6 +77,8 @@ def train(model=gin.REQUIRED,
     end_learning_rate_fraction: final learning rate / peak.
     weight_decay: AdamW decoupled weight decay.
     clip_norm: global gradient-norm clip (0 disables).
+    average_last_steps: save the mean of the parameters over the last N steps
+      as the final checkpoint's (0: the last step's).
     num_microbatches: gradient accumulation per step.
     z_loss: z-loss coefficient.
     seed: init, step and data seed.
@@ -133,7 +136,8 @@ def train(model=gin.REQUIRED,
       trainer.OptimizerConfig(learning_rate=learning_rate, warmup_steps=warmup_steps,
                               decay_steps=decay_steps,
                               end_learning_rate_fraction=end_learning_rate_fraction,
-                              weight_decay=weight_decay, clip_norm=clip_norm),
+                              weight_decay=weight_decay, clip_norm=clip_norm,
+                              average_last_steps=int(average_last_steps)),
       train_data,
       trainer.LoopConfig(train_steps=train_steps, checkpoint_period=checkpoint_period,
                          eval_period=eval_period if eval_data else 0, eval_steps=eval_steps,

@@ -288,8 +288,11 @@ class RestConfig:
         raise errors.UserError(f'model {size!r} has vocab_size {model.vocab_size} < '
                                f'rest.vocab_size {self.vocab_size}')
     for name in ('pretrain', 'seed_finetune', 'finetune', 'distill', 'student_seed'):
-      if getattr(self, name) is not None and getattr(self, name).steps < 1:
+      settings = getattr(self, name)
+      if settings is not None and settings.steps < 1:
         raise errors.UserError(f'rest.{name} needs steps >= 1')
+      if settings is not None and settings.average_last < 0:
+        raise errors.UserError(f'rest.{name} needs average_last >= 0')
 
   def questions_window(self, generation: int) -> tuple[int, int | None]:
     """(first, count) of the unlabeled training questions generation g rolls out."""

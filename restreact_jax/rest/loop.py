@@ -259,7 +259,8 @@ class _Steps:
                           mesh_shape=self.cfg.mesh_shape, init_checkpoint=init_dir,
                           config_text=self.config_text, progress=self.cfg.progress)
     self.run(name, fn, output=name, resumable=True, deps=deps,
-             config={'model': self.cfg.models[size], 'settings': settings, 'init': init,
+             config={'model': self.cfg.models[size], 'settings': settings.fingerprint_key(),
+                     'init': init,
                      'extra': extra})
 
   def pretrain(self, size: str) -> None:

@@ -51,6 +51,8 @@ class TrainSettings:
     prompt_loss: also train on the prompt tokens of inputs/targets examples
       (a small model learns to copy names and facts from them much sooner;
       the targets are what the policy must produce either way).
+    average_last: hand on the mean of the parameters over the last N steps
+      (`averaging.tail_average`; 0: the last step's).
   """
   steps: int
   batch_size: int = 16
@@ -66,6 +68,18 @@ class TrainSettings:
   pack: bool = False
   seed: int = 0
   prompt_loss: bool = False
+  average_last: int = 0
+
+  def fingerprint_key(self) -> dict[str, Any]:
+    """The settings as fingerprinted.
+
+    A field added later is left out at its default, so experiments that never
+    set it keep their fingerprints.
+    """
+    key = dataclasses.asdict(self)
+    if not key['average_last']:
+      del key['average_last']
+    return key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,7 +355,8 @@ def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
       model, mesh, partitioning.logical_axis_rules(False),
       trainer.OptimizerConfig(learning_rate=settings.learning_rate,
                               warmup_steps=min(settings.warmup_steps, settings.steps),
-                              weight_decay=settings.weight_decay, clip_norm=settings.clip_norm),
+                              weight_decay=settings.weight_decay, clip_norm=settings.clip_norm,
+                              average_last_steps=settings.average_last),
       data,
       trainer.LoopConfig(train_steps=settings.steps, checkpoint_period=settings.checkpoint_period,
                          keep_checkpoints=settings.keep_checkpoints, z_loss=settings.z_loss,
