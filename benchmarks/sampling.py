@@ -20,6 +20,12 @@ disabled so every row produces exactly its token budget. Prints one JSON object:
   without grammars, the mixed workload: the cost of masking and stepping the
   grammar state on device; `step_grammar_compile_s`: compiling the agent's five
   step grammars for the vocabulary;
+* `chunk_vs_plain`: one decode chunk (`decoding.decode_loop`, whose
+  `KVCache` chunk keeps the step's keys apart and reads the cache per layer)
+  / the same steps written straight into the stacked cache (the loop body
+  without the chunk), at `--slots` rows of a `--cache_len` cache half full,
+  greedy from the same state: time per decode step, and whether the tokens
+  agree;
 * the raw tokens/s of each side, and agreement checks of the greedy tokens.
 """
 
@@ -205,15 +211,55 @@ def _grammar_vs_free(config, params, vocab, num_requests: int, slots: int) -> di
                               'vocab_size': vocab.vocab_size}}
 
 
+def _chunk_vs_plain(config, params, slots: int, cache_len: int, chunk: int = 8,
+                    rounds: int = 5) -> dict:
+  import jax
+  import jax.numpy as jnp
+  from restreact_jax import decoding
+  from restreact_jax import engine as engine_lib
+  from restreact_jax.models import transformer
+  apply = functools.partial(engine_lib.apply_model, config, params)
+  key_k, key_v, key_l = jax.random.split(jax.random.key(0), 3)
+  cache = transformer.KVCache.init(config, slots, cache_len)
+  cache = cache.replace(k=jax.random.normal(key_k, cache.k.shape, cache.k.dtype),
+                        v=jax.random.normal(key_v, cache.v.shape, cache.v.dtype),
+                        lengths=jnp.full((slots,), cache_len // 2, jnp.int32))
+  row_params = decoding.RowParams.from_lists([0.0] * slots, [0] * slots, [1.0] * slots,
+                                             [cache_len] * slots, [0] * slots, range(slots))
+  logits = jax.random.normal(key_l, (slots, config.vocab_size))
+  body = functools.partial(decoding.body_fn, tokens_to_logits=apply,
+                           sample_fn=decoding.sample_logits, eos_id=-1)
+  sides = {
+      'chunk': jax.jit(lambda state: decoding.decode_loop(apply, state, eos_id=-1)),
+      'plain': jax.jit(lambda state: jax.lax.while_loop(decoding.cond_fn, body, state)),
+  }
+  seconds = {name: [] for name in sides}
+  tokens = {}
+  for _ in range(rounds + 1):  # the first round compiles
+    for name, fn in sides.items():
+      state = decoding.init_state(cache, logits, row_params, jnp.zeros((slots,), bool), chunk)
+      out, dt = _timed(lambda: jax.block_until_ready(fn(state)))  # pylint: disable=cell-var-from-loop
+      seconds[name].append(dt)
+      tokens[name] = np.asarray(out.tokens_BxC)
+  per_step = {name: float(np.median(s[1:])) / chunk for name, s in seconds.items()}
+  return {'chunk_vs_plain': per_step['plain'] / per_step['chunk'],
+          'chunk_step_ms': 1e3 * per_step['chunk'], 'plain_step_ms': 1e3 * per_step['plain'],
+          'chunk_tokens_identical': bool((tokens['chunk'] == tokens['plain']).all()),
+          'chunk_setting': {'slots': slots, 'cache_len': cache_len, 'chunk': chunk,
+                            'filled': cache_len // 2}}
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--model', default='gin/models/s.gin')
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--new_tokens', type=int, default=128)
   parser.add_argument('--requests', type=int, default=48)
+  parser.add_argument('--slots', type=int, default=128, help='rows of the chunk part')
+  parser.add_argument('--cache_len', type=int, default=640, help='cache length of the chunk part')
   parser.add_argument('--json', action='store_true', help='print only the JSON result')
   parser.add_argument('--only', default='',
-                      help='comma-separated parts to run: vs_hf,cache,mixed,grammar')
+                      help='comma-separated parts to run: vs_hf,cache,mixed,grammar,chunk')
   args = parser.parse_args(argv)
 
   import seqio
@@ -232,7 +278,8 @@ def main(argv=None) -> dict:
            ('mixed', lambda: _continuous_vs_static(config, params, vocab, args.requests,
                                                    args.batch)),
            ('grammar', lambda: _grammar_vs_free(config, params, vocab, args.requests,
-                                                args.batch))]
+                                                args.batch)),
+           ('chunk', lambda: _chunk_vs_plain(config, params, args.slots, args.cache_len))]
   only = {x for x in args.only.split(',') if x}
   for name, step in steps:
     if only and name not in only:

@@ -282,11 +282,18 @@ def decode_loop(tokens_to_logits: TokensToLogits, state: DecodeState, *,
   Returns:
     The state after the chunk; `tokens_BxC[b, :n]` holds row b's new tokens,
     where n is the growth of `num_generated_B[b]`.
+
+  A cache with `open_chunk` / `close_chunk` (`transformer.KVCache`) keeps the
+  chunk's keys and values apart while the loop runs and takes them in once
+  after it (the big cache is only read inside the loop).
   """
   body = functools.partial(body_fn, tokens_to_logits=tokens_to_logits, sample_fn=sample_fn,
                            eos_id=eos_id, table_SxV=table_SxV)
-  state = state.replace(step=jnp.zeros((), jnp.int32))
-  return jax.lax.while_loop(cond_fn, body, state)
+  chunked = hasattr(state.cache, 'open_chunk')
+  cache = state.cache.open_chunk(state.tokens_BxC.shape[1]) if chunked else state.cache
+  state = jax.lax.while_loop(cond_fn, body, state.replace(cache=cache,
+                                                          step=jnp.zeros((), jnp.int32)))
+  return state.replace(cache=state.cache.close_chunk()) if chunked else state
 
 
 def prefill(tokens_to_logits: TokensToLogits, tokens_BxL: Array, lengths_B: Array,

@@ -112,7 +112,7 @@ def test_prefill_in_chunks_with_ragged_rows_equals_full(model_and_params):
   np.testing.assert_allclose(logits[1, :2], full[1, 6:8], atol=2e-5)
   np.testing.assert_array_equal(cache.lengths, [7, 8])
   # Padding is never written: row 1 positions 8.. stay empty.
-  assert float(jnp.abs(cache.k[:, 1, 8:]).max()) == 0.0
+  assert float(jnp.abs(cache.k[:, 1, :, 8:]).max()) == 0.0
 
 
 def test_write_near_max_len_does_not_shift_rows(model_and_params):
@@ -129,10 +129,53 @@ def test_write_near_max_len_does_not_shift_rows(model_and_params):
                                  tokens[1, 2:8]]),
                       mode=Mode.PREFILL, cache=cache, lengths=jnp.array([4, 6], jnp.int32))
   # Row 0 keeps its first 6 positions untouched and fills 6, 7; row 1 fills 2..7.
-  np.testing.assert_array_equal(cache.k[:, 0, :6], before[:, 0, :6])
+  np.testing.assert_array_equal(cache.k[:, 0, :, :6], before[:, 0, :, :6])
   np.testing.assert_allclose(logits[0, :2], full[0, 6:8], atol=2e-5)
   np.testing.assert_allclose(logits[1, :6], full[1, 2:8], atol=2e-5)
   np.testing.assert_array_equal(cache.lengths, [8, 8])
+
+
+def test_decode_chunk_equals_plain_decode(model_and_params):
+  """Steps in an open chunk give the plain DECODE logits and, closed, its cache.
+
+  Row 0 decodes every step, row 1 sits out steps 1 and 3 (a finished slot),
+  row 2 runs past the end of its cache (its writes are dropped, as plain
+  DECODE drops them).
+  """
+  _, params = model_and_params
+  run = _jitted(CFG)
+  max_len, chunk = 16, 6
+  tokens = jax.random.randint(jax.random.key(4), (3, max_len + chunk), 0, CFG.vocab_size)
+  prompt = jnp.array([5, 9, 13], jnp.int32)
+  padded = jnp.where(jnp.arange(13)[None] < prompt[:, None], tokens[:, :13], 0)
+  _, start = run(params, padded, mode=Mode.PREFILL, cache=KVCache.init(CFG, 3, max_len),
+                 lengths=prompt)
+  plain, chunked = start, start.open_chunk(chunk)
+  for step in range(chunk):
+    live = jnp.array([1, int(step not in (1, 3)), 1], jnp.int32)
+    step_tokens = tokens[jnp.arange(3), jnp.minimum(plain.lengths, max_len + chunk - 1)][:, None]
+    want, plain = run(params, step_tokens, mode=Mode.DECODE, cache=plain, lengths=live)
+    got, chunked = run(params, step_tokens, mode=Mode.DECODE, cache=chunked, lengths=live)
+    np.testing.assert_array_equal(chunked.lengths, plain.lengths)
+    for b in range(3):
+      if live[b]:
+        np.testing.assert_allclose(got[b], want[b], atol=2e-5)
+  closed = chunked.close_chunk()
+  assert closed.recent is None
+  np.testing.assert_array_equal(closed.lengths, [11, 13, 16])
+  np.testing.assert_allclose(closed.k, plain.k, atol=1e-6)
+  np.testing.assert_allclose(closed.v, plain.v, atol=1e-6)
+  # Nothing was written where no token went: row 1 past position 13.
+  assert float(jnp.abs(closed.k[:, 1, :, 13:]).max()) == 0.0
+
+
+def test_open_chunk_takes_decode_steps_only(model_and_params):
+  _, params = model_and_params
+  cache = KVCache.init(CFG, 2, 8).open_chunk(4)
+  with pytest.raises(ValueError, match='open decode chunk'):
+    _jitted(CFG)(params, jnp.zeros((2, 3), jnp.int32), mode=Mode.PREFILL, cache=cache)
+  with pytest.raises(ValueError, match='already open'):
+    cache.open_chunk(4)
 
 
 def test_packed_segments_do_not_attend_across(model_and_params):
@@ -169,7 +212,7 @@ def test_param_shardings_follow_rules():
   names = KVCache.logical_axes()
   cache = jax.eval_shape(lambda: KVCache.init(CFG.replace(num_kv_heads=4), 4, 16))
   cache_shard = partitioning.tree_shardings(cache, names, mesh, partitioning.logical_axis_rules())
-  assert cache_shard.k.spec == P(None, 'data', None, 'model')
+  assert cache_shard.k.spec == P(None, 'data', 'model')
   assert cache_shard.lengths.spec == P('data')
 
 

@@ -16,6 +16,13 @@ Call:
   cache position `cache.lengths[b] + i`, attends to everything cached before it
   and causally to the new tokens. Returns `(logits, new_cache)` with
   `new_cache.lengths = cache.lengths + input_lengths_B`. DECODE is L == 1.
+* A decode *chunk* (`KVCache.open_chunk(C)` ... `close_chunk()`, what
+  `decoding.decode_loop` does around its loop): DECODE steps write their
+  keys and values into a small `RecentKV` buffer and attend to the cache as
+  the chunk opened (split into one array per layer) plus that buffer, in one
+  softmax; `close_chunk` writes the buffer into the cache once. Inside the
+  loop the cache is only read, and never as a slice: on CPU, XLA copied the
+  stacked cache (or a layer of it) out before each step's reads.
 
 Parameters and activations carry the logical axis names of
 `restreact_jax.partitioning`; layers are a Python loop (`layers_{i}`), which
@@ -37,7 +44,10 @@ from restreact_jax.models.configs import TransformerConfig
 
 Array = jax.Array
 
-CACHE_AXES = ('layers', 'cache_batch', 'cache_sequence', 'cache_heads', 'cache_kv')
+# Heads before positions: a decode step reads each head's keys as one
+# contiguous [positions, head_dim] block (on CPU its attention ran 1.9x faster
+# than positions-major as products and sums, 7x as a dot).
+CACHE_AXES = ('layers', 'cache_batch', 'cache_heads', 'cache_sequence', 'cache_kv')
 CACHE_LENGTH_AXES = ('cache_batch',)
 
 _NEG_INF = -1e30  # finite, so a fully masked row never yields NaN
@@ -51,17 +61,45 @@ class Mode(enum.Enum):
 
 
 @flax.struct.dataclass
+class RecentKV:
+  """An open decode chunk: the cache as it opened, and the tokens decoded since.
+
+  Attributes:
+    k: `[layers, batch, kv_heads, C, head_dim]` keys of the chunk's tokens.
+    v: `[layers, batch, kv_heads, C, head_dim]` their values.
+    positions: `[batch, C]` int32, the cache position each slot holds
+      (`max_len`: empty, or a write the cache would drop).
+    start: `[batch]` int32, `lengths` when the chunk opened: positions below
+      it are read from the frozen layers.
+    frozen_k: per layer, `[batch, kv_heads, max_len, head_dim]` keys as the
+      chunk opened. A layer of the stacked cache is a slice, which XLA on
+      CPU copies out before every read; split once per chunk, each step
+      reads them in place.
+    frozen_v: the same for the values.
+  """
+  k: Array
+  v: Array
+  positions: Array
+  start: Array
+  frozen_k: tuple[Array, ...]
+  frozen_v: tuple[Array, ...]
+
+
+@flax.struct.dataclass
 class KVCache:
   """Keys and values of every layer for `batch` rows of up to `max_len` tokens.
 
   Attributes:
-    k: `[layers, batch, max_len, kv_heads, head_dim]` keys (after RoPE).
-    v: `[layers, batch, max_len, kv_heads, head_dim]` values.
-    lengths: `[batch]` int32, tokens cached per row.
+    k: `[layers, batch, kv_heads, max_len, head_dim]` keys (after RoPE).
+    v: `[layers, batch, kv_heads, max_len, head_dim]` values.
+    lengths: `[batch]` int32, tokens cached per row (the open chunk's
+      included).
+    recent: the open decode chunk's tokens (None outside a chunk).
   """
   k: Array
   v: Array
   lengths: Array
+  recent: RecentKV | None = None
 
   @classmethod
   def init(cls, config: TransformerConfig, batch: int, max_len: int | None = None,
@@ -79,7 +117,7 @@ class KVCache:
     """
     max_len = config.max_len if max_len is None else max_len
     dtype = config.compute_dtype if dtype is None else dtype
-    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim)
     return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
                lengths=jnp.zeros((batch,), jnp.int32))
 
@@ -93,7 +131,35 @@ class KVCache:
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
+
+  def open_chunk(self, chunk: int) -> 'KVCache':
+    """Starts a decode chunk of up to `chunk` DECODE steps (see the module doc)."""
+    if self.recent is not None:
+      raise ValueError('a decode chunk is already open')
+    layers, batch, heads, _, head_dim = self.k.shape
+    shape = (layers, batch, heads, chunk, head_dim)
+    recent = RecentKV(
+        k=constrain(jnp.zeros(shape, self.k.dtype), CACHE_AXES),
+        v=constrain(jnp.zeros(shape, self.v.dtype), CACHE_AXES),
+        positions=jnp.full((batch, chunk), self.max_len, jnp.int32),
+        start=self.lengths,
+        frozen_k=tuple(constrain(self.k[i], CACHE_AXES[1:]) for i in range(layers)),
+        frozen_v=tuple(constrain(self.v[i], CACHE_AXES[1:]) for i in range(layers)))
+    return self.replace(recent=recent)
+
+  def close_chunk(self) -> 'KVCache':
+    """Writes the chunk's keys and values into the cache; the chunk is closed."""
+    r = self.recent
+    if r is None:
+      return self
+    rows_Bx1 = jnp.arange(self.k.shape[1])[:, None]
+    # The indexed view is [batch, C, layers, kv_heads, head_dim].
+    k = self.k.at[:, rows_Bx1, :, r.positions].set(
+        r.k.transpose(1, 3, 0, 2, 4).astype(self.k.dtype), mode='drop')
+    v = self.v.at[:, rows_Bx1, :, r.positions].set(
+        r.v.transpose(1, 3, 0, 2, 4).astype(self.v.dtype), mode='drop')
+    return self.replace(k=constrain(k, CACHE_AXES), v=constrain(v, CACHE_AXES), recent=None)
 
 
 def constrain(x: Array, names: Sequence[str | None]) -> Array:
@@ -156,16 +222,38 @@ def rope(x_BxLxNxH: Array, positions_BxL: Array, theta: float) -> Array:
   return (x * cos + rotated * sin).astype(x_BxLxNxH.dtype)
 
 
-def attend(q_BxLxNxH: Array, k_BxSxKxH: Array, v_BxSxKxH: Array, mask_BxLxS: Array) -> Array:
-  """Grouped-query softmax attention in float32; returns `[B, L, N, H]`."""
+def attend(q_BxLxNxH: Array, k_BxKxSxH: Array, v_BxKxSxH: Array, mask_BxLxS: Array,
+           extra: tuple[Array, Array, Array] | None = None) -> Array:
+  """Grouped-query softmax attention in float32; returns `[B, L, N, H]`.
+
+  Keys and values are heads-major, as the cache holds them. `extra` =
+  `(k_BxKxCxH, v_BxKxCxH, mask_BxLxC)`: more keys (a decode chunk's recent
+  tokens), in the same softmax as the first ones.
+  """
   b, l, n, h = q_BxLxNxH.shape
-  kv_heads = k_BxSxKxH.shape[2]
+  kv_heads = k_BxKxSxH.shape[1]
   q_BxLxKxGxH = q_BxLxNxH.reshape(b, l, kv_heads, n // kv_heads, h)
-  scores = jnp.einsum('blkgh,bskh->bkgls', q_BxLxKxGxH, k_BxSxKxH,
-                      preferred_element_type=jnp.float32) / math.sqrt(h)
-  scores = jnp.where(mask_BxLxS[:, None, None, :, :], scores, _NEG_INF)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxH.dtype)
-  out = jnp.einsum('bkgls,bskh->blkgh', probs, v_BxSxKxH)
+  blocks = [(k_BxKxSxH, v_BxKxSxH, mask_BxLxS)] + ([extra] if extra is not None else [])
+  if l == 1:
+    # One query per row (decode): products and sums, one fused pass over the
+    # keys (on CPU 1.5x faster per decode step than batched [G, H] x [H, S] dots).
+    q_BxKxGx1xH = q_BxLxKxGxH[:, 0, :, :, None, :].astype(jnp.float32)
+    scores = [jnp.sum(q_BxKxGx1xH * k[:, :, None].astype(jnp.float32), axis=-1)[:, :, :, None]
+              for k, _, _ in blocks]
+  else:
+    scores = [jnp.einsum('blkgh,bksh->bkgls', q_BxLxKxGxH, k, preferred_element_type=jnp.float32)
+              for k, _, _ in blocks]
+  scores = [jnp.where(mask[:, None, None, :, :], sc / math.sqrt(h), _NEG_INF)
+            for sc, (_, _, mask) in zip(scores, blocks)]
+  probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
+  out, offset = 0, 0
+  for k, v, _ in blocks:
+    part = jax.lax.slice_in_dim(probs, offset, offset + k.shape[2], axis=-1).astype(v.dtype)
+    if l == 1:
+      out = out + jnp.sum(part[:, :, :, 0, :, None] * v[:, :, None], axis=3)[:, None]
+    else:
+      out = out + jnp.einsum('bkgls,bksh->blkgh', part, v)
+    offset += k.shape[2]
   return out.reshape(b, l, n, h)
 
 
@@ -200,18 +288,35 @@ class Attention(nn.Module):
     k = rope(project('k', kv, 'kv_heads'), positions_BxL, cfg.rope_theta)
     v = project('v', kv, 'kv_heads')
 
-    if cache is not None:
+    extra = None
+    if cache is not None and cache.recent is not None:
+      # An open decode chunk: the new token goes to its row's next recent
+      # slot; the frozen cache is only read (positions below `start`).
+      r = cache.recent
+      rows_B = jnp.arange(k.shape[0])
+      slot_B = cache.lengths - r.start
+      recent_k = r.k.at[layer, rows_B, :, slot_B].set(k[:, 0].astype(r.k.dtype), mode='drop')
+      recent_v = r.v.at[layer, rows_B, :, slot_B].set(v[:, 0].astype(r.v.dtype), mode='drop')
+      cache = cache.replace(recent=r.replace(k=constrain(recent_k, CACHE_AXES),
+                                             v=constrain(recent_v, CACHE_AXES)))
+      extra = (recent_k[layer].astype(dt), recent_v[layer].astype(dt),
+               (r.positions < cache.max_len)[:, None, :])
+      k, v = r.frozen_k[layer].astype(dt), r.frozen_v[layer].astype(dt)
+    elif cache is not None:
       # Scatter each row's new keys to its own positions; out-of-range targets
       # (padding, or a full row) are dropped instead of shifting the write.
+      # The indexed view is [batch, length, kv_heads, head_dim], as k and v are.
       rows_Bx1 = jnp.arange(k.shape[0])[:, None]
-      cache_k = cache.k.at[layer, rows_Bx1, write_pos_BxL].set(k.astype(cache.k.dtype),
-                                                               mode='drop')
-      cache_v = cache.v.at[layer, rows_Bx1, write_pos_BxL].set(v.astype(cache.v.dtype),
-                                                               mode='drop')
+      cache_k = cache.k.at[layer, rows_Bx1, :, write_pos_BxL].set(k.astype(cache.k.dtype),
+                                                                  mode='drop')
+      cache_v = cache.v.at[layer, rows_Bx1, :, write_pos_BxL].set(v.astype(cache.v.dtype),
+                                                                  mode='drop')
       cache = cache.replace(k=constrain(cache_k, CACHE_AXES), v=constrain(cache_v, CACHE_AXES))
       k, v = cache_k[layer].astype(dt), cache_v[layer].astype(dt)
+    else:
+      k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
 
-    out = attend(q, k, v, mask_BxLxS).astype(dt)
+    out = attend(q, k, v, mask_BxLxS, extra).astype(dt)
     out = constrain(out, ('batch', 'length', 'heads', 'kv'))
     o_kernel = self._kernel('o_proj', (n, h, d), ('heads', 'kv', 'embed'), (0, 1), 2)
     y = jnp.einsum('blnh,nhd->bld', out, o_kernel.astype(dt))
@@ -329,6 +434,16 @@ class Transformer(nn.Module):
       write_pos_BxL = jnp.where(real_BxL, positions_BxL, cache.max_len)
       key_pos_S = jnp.arange(cache.max_len, dtype=jnp.int32)
       mask_BxLxS = key_pos_S[None, None, :] <= positions_BxL[:, :, None]
+      if cache.recent is not None:
+        if mode != Mode.DECODE:
+          raise ValueError(f'{mode} with an open decode chunk (close_chunk first)')
+        r = cache.recent
+        # This step's slot records its position (max_len: padding or past the end).
+        rows_B = jnp.arange(batch)
+        positions_BxC = r.positions.at[rows_B, cache.lengths - r.start].set(
+            write_pos_BxL[:, 0], mode='drop')
+        cache = cache.replace(recent=r.replace(positions=positions_BxC))
+        mask_BxLxS = key_pos_S[None, None, :] < r.start[:, None, None]
 
     embedding = self.param(
         'embedding',
