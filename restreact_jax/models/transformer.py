@@ -433,8 +433,9 @@ class Transformer(nn.Module):
       # Padding writes go to max_len, an index `mode='drop'` discards.
       write_pos_BxL = jnp.where(real_BxL, positions_BxL, cache.max_len)
       key_pos_S = jnp.arange(cache.max_len, dtype=jnp.int32)
-      mask_BxLxS = key_pos_S[None, None, :] <= positions_BxL[:, :, None]
-      if cache.recent is not None:
+      if cache.recent is None:
+        mask_BxLxS = key_pos_S[None, None, :] <= positions_BxL[:, :, None]
+      else:
         if mode != Mode.DECODE:
           raise ValueError(f'{mode} with an open decode chunk (close_chunk first)')
         r = cache.recent
@@ -443,6 +444,7 @@ class Transformer(nn.Module):
         positions_BxC = r.positions.at[rows_B, cache.lengths - r.start].set(
             write_pos_BxL[:, 0], mode='drop')
         cache = cache.replace(recent=r.replace(positions=positions_BxC))
+        # The frozen layers hold what was cached before the chunk opened.
         mask_BxLxS = key_pos_S[None, None, :] < r.start[:, None, None]
 
     embedding = self.param(

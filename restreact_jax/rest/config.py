@@ -289,9 +289,11 @@ class RestConfig:
                                f'rest.vocab_size {self.vocab_size}')
     for name in ('pretrain', 'seed_finetune', 'finetune', 'distill', 'student_seed'):
       settings = getattr(self, name)
-      if settings is not None and settings.steps < 1:
+      if settings is None:
+        continue
+      if settings.steps < 1:
         raise errors.UserError(f'rest.{name} needs steps >= 1')
-      if settings is not None and settings.average_last < 0:
+      if settings.average_last < 0:
         raise errors.UserError(f'rest.{name} needs average_last >= 0')
 
   def questions_window(self, generation: int) -> tuple[int, int | None]:
