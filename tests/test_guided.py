@@ -147,3 +147,35 @@ def test_rollout_passes_the_chooser_to_every_agent(tmp_path):
       config=AgentConfig(num_samples=2, max_searches=3), show_progress=False, chooser=chooser)
   assert stats.trajectories == stats.ok == 2
   assert chooser.overrides == 2
+
+
+def test_answer_revision_lets_a_step_whose_samples_all_fail_continue():
+  broken = "ACTION_SELECTED: Answer = Answer(thoughts='Lowbridge"
+
+  def no_answer(request, i):
+    text, logprobs = script(request, i)
+    return (broken if prompts.detect_step_type(request.prompt) == 'answer' else text), logprobs
+
+  llm = ScriptedLLM(no_answer)
+  chooser = RankerChooser(RuleRanker(), revise_answers=True)
+  traj = run(chooser, llm)
+  answer = [s for s in traj.steps if s.step_type == 'answer'][0]
+  assert [c.parse['ok'] for c in answer.candidates] == [False, False, True]
+  assert answer.chosen == 2 and answer.candidates[2].finish_reason == 'revision'
+  assert traj.status == 'ok' and traj.answer_generation == (
+      'Mira Castell (born 1958 in Lowbridge) is a novelist [link_id=2]. The answer is Lowbridge.')
+  assert chooser.revisions_taken == 1
+  # Summaries are not revised, and without the chooser's revision the step fails.
+  assert all(len(s.candidates) == 2 for s in traj.steps if s.step_type != 'answer')
+  failed = run(RankerChooser(RuleRanker()), llm)
+  assert failed.status != 'ok' and 'parse_failed: answer' in failed.failure
+
+
+def test_answer_revision_competes_with_the_samples():
+  # The sample's answer is grounded and complete: it ties the revision on
+  # every rule and the lower perplexity keeps it.
+  chooser = RankerChooser(RuleRanker(), revise_answers=True)
+  traj = run(chooser)
+  answer = [s for s in traj.steps if s.step_type == 'answer'][0]
+  assert len(answer.candidates) == 3 and answer.candidates[2].finish_reason == 'revision'
+  assert answer.chosen in (0, 1) and chooser.revisions_taken == 0

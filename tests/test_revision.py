@@ -1,5 +1,7 @@
 """Tests for feedback/revision.py: summaries restated with their sources' sentences."""
 
+import pytest
+
 from restreact_jax.agent import parsing
 from restreact_jax.feedback import revision
 from restreact_jax.feedback.rule_ranker import RuleRanker
@@ -77,3 +79,73 @@ def test_the_revision_reads_back_as_the_policy_would_write_it():
   parsed = parsing.parse_step('summarize', revision.as_text(revised) + '# [END]',
                               valid_link_ids=[1, 2])
   assert parsed.ok and parsed.action == revised
+
+
+# -- answers ------------------------------------------------------------------
+
+HQ = ResultItem(1, 'Pane Studios', 'Pane Studios keeps its headquarters in Kipa.', 'company-2/0')
+KIPA = ResultItem(4, 'Kipa', 'A famous market in Kipa opens every morning. '
+                  'The city of Kipa lies in the country of Sakiora.', 'city-3/0')
+BORN = ResultItem(2, 'Permi Noran', 'Born in Dorper in 1984, Permi Noran spent a childhood there.',
+                  'person-4/0')
+
+
+def answer_context(question, selections):
+  """An answer step after the given (summary, selected links) pairs."""
+  past = tuple({'type': 'LinkSelection', 'grounded_summarization': text, 'thoughts': 'Link.',
+                'selected_links': list(links)} for text, links in selections)
+  selected = tuple(r for _, links in selections for r in links)
+  return StepContext('q', 0, 5, 'answer', question, past_actions=past, selected_links=selected,
+                     shown_links=selected, summaries=tuple(text for text, _ in selections))
+
+
+def test_the_answer_is_read_off_the_last_summarys_source():
+  # The policy misnames the country; the rater restates its source sentence.
+  ctx = answer_context('In what country are the headquarters of Pane Studios?', [
+      ('Pane Studios keeps its headquarters in Kipa [link_id=1].', [HQ]),
+      ('The city of Kipa lies in the country of Seo Zari [link_id=4].', [KIPA])])
+  revised = revision.revise_answer(ctx)
+  assert revised == {'type': 'Answer', 'thoughts': 'The summaries give the answer.',
+                     'answer': 'The city of Kipa lies in the country of Sakiora [link_id=4]. '
+                               'The answer is Sakiora.'}
+  parsed = parsing.parse_step('answer', revision.as_text(revised, 'answer') + '# [END]')
+  assert parsed.ok and parsed.action == revised
+  # The rater still does not learn from it: the trajectory stands on a
+  # misstated summary. After a sound one it does.
+  rater = RuleRanker()
+  assert not rater.acceptable(ctx, Candidate('', revised, ok=True))
+  sound = answer_context(ctx.question, [
+      ('Pane Studios keeps its headquarters in Kipa [link_id=1].', [HQ]),
+      ('Kipa lies in the country of Sakiora [link_id=4].', [KIPA])])
+  assert revision.revise_answer(sound) == revised
+  assert rater.acceptable(sound, Candidate('', revised, ok=True))
+
+
+def test_the_kind_of_name_follows_the_question():
+  summary = [('Permi Noran was born in Dorper in 1984 [link_id=2].', [BORN])]
+  where = revision.revise_answer(answer_context('In which city was Permi Noran born?', summary))
+  when = revision.revise_answer(answer_context('In what year was Permi Noran born?', summary))
+  assert where['answer'].endswith('The answer is Dorper.')
+  assert when['answer'].endswith('The answer is 1984.')
+  # "Born" opens the sentence and is the question's relation, not a name.
+  assert revision.name_spans(BORN.snippet, 'Where was Permi Noran born?') == [
+      'Dorper', '1984', 'Permi Noran']
+  assert revision.name_spans(BORN.snippet) == ['Born', 'Dorper', '1984', 'Permi Noran']
+
+
+@pytest.mark.parametrize('question, selections', [
+    # Offers its answers, or asks for a computed quantity: left to the policy.
+    ('Which company is older, Pane Studios or Kipa Films?', [('Pane Studios keeps its '
+                                                              'headquarters in Kipa [link_id=1].', [HQ])]),
+    ('How old was Permi Noran in 2000?', [('Permi Noran was born in 1984 [link_id=2].', [BORN])]),
+    # Nothing new: the last summary names only what the question does.
+    ('Where are the headquarters of Pane Studios?', [('Pane Studios is a company [link_id=3].', [
+        ResultItem(3, 'Pane Studios', 'Pane Studios is a film company.', 'company-2/1')])]),
+    # Two new names of the kind asked ("Kipa" and "Sakiora" after an unrelated first hop).
+    ('In what country is the film studio?', [('The city of Kipa lies in the country of Sakiora '
+                                              '[link_id=4].', [KIPA])]),
+    # No summary yet.
+    ('In what country are the headquarters of Pane Studios?', []),
+])
+def test_no_answer_is_written_when_the_summary_does_not_settle_one(question, selections):
+  assert revision.revise_answer(answer_context(question, selections)) is None

@@ -259,8 +259,9 @@ class Agent:
 
   def _choose(self, step: Step) -> int | None:
     fallback = choose_min_perplexity(step.candidates)
-    if self.chooser is None or fallback is None:
+    if self.chooser is None:
       return fallback
+    # Asked even when nothing parses: a chooser may add a candidate of its own.
     pick = self.chooser(self.trajectory, step)
     if isinstance(pick, int) and 0 <= pick < len(step.candidates) and (
         step.candidates[pick].parse['ok']):

@@ -74,6 +74,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          rollout_temperature: float | None = None,
          guided_rollouts: bool | str = False,
          revise_summaries: bool | str = False,
+         revise_answers: bool | str = False,
          vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
          dev_eval_runs: int | None = None,
@@ -154,6 +155,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     guided_rollouts: training rollouts continue with the rule rater's pick.
     revise_summaries: guided rollouts may take the rater's grounded revision
       of a summary.
+    revise_answers: guided rollouts may take the answer the rater reads off
+      the last summary.
     eval_runs: runs per dev/test question.
     dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.
@@ -219,6 +222,7 @@ def rest(exp_dir: str = gin.REQUIRED,
                            else float(rollout_temperature)),
       guided_rollouts=as_bool(guided_rollouts),
       revise_summaries=as_bool(revise_summaries),
+      revise_answers=as_bool(revise_answers),
       eval_runs=int(eval_runs), dev_eval_runs=_opt_int(dev_eval_runs, 'dev_eval_runs'),
       dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),

@@ -13,7 +13,9 @@ the policy fails on get sound examples too.
 With `revise` the chooser also offers the ranker a grounded revision of
 every parseable summary candidate (`feedback.revision`): the revisions join
 the step's candidates (recorded in the trajectory, so the mixture can train
-on them) and the ranker picks among all of them.
+on them) and the ranker picks among all of them. With `revise_answers` it
+offers at every answer step the answer the rater reads off the last summary
+(`revision.revise_answer`), also when none of the step's samples parses.
 
 It sees what the ranker always sees (`step_context.step_contexts`): the
 question, the trajectory so far and the step's candidates, never a gold
@@ -43,14 +45,16 @@ class RankerChooser:
       that need every trajectory of a question (self-consistency) cannot
       rank a trajectory still being written.
     revise: add a grounded revision of each summary candidate before ranking.
+    revise_answers: add the rater's answer to each answer step.
   """
 
-  def __init__(self, ranker: Ranker, revise: bool = False):
+  def __init__(self, ranker: Ranker, revise: bool = False, revise_answers: bool = False):
     if getattr(ranker, 'oracle', False):
       raise errors.UserError(f'guided rollouts need a label-free ranker; {ranker.name!r} '
                              'reads gold answers')
     self.ranker = ranker
     self.revise = revise
+    self.revise_answers = revise_answers
     self.picks = 0
     self.revisions_taken = 0  # picks that are a revision
     self.overrides = 0  # picks that differ from the lowest perplexity
@@ -62,30 +66,39 @@ class RankerChooser:
     if self.revise and step.step_type == 'summarize':
       self._add_revisions(step, context.current_results)
       candidates = candidates_of(step.to_json())
+    if self.revise_answers and step.step_type == 'answer':
+      self._add_candidate(step, 'answer', revision.revise_answer(context))
+      candidates = candidates_of(step.to_json())
     ok = [i for i, c in enumerate(step.candidates) if c.parse['ok']]
-    if len(ok) < 2:
-      return ok[0] if ok else None
-    ranking = self.ranker.rank(context, candidates)
-    if ranking.oracle:  # the agent records this as the trajectory's failure
-      raise errors.UserError(f'guided rollouts need a label-free ranker; {ranking.ranker!r} '
-                             'used gold answers')
-    pick = next(i for i in ranking.order if step.candidates[i].parse['ok'])
-    self.picks += 1
-    self.overrides += pick != choose_min_perplexity(step.candidates)
+    if not ok:
+      return None
+    if len(ok) == 1:
+      pick = ok[0]
+    else:
+      ranking = self.ranker.rank(context, candidates)
+      if ranking.oracle:  # the agent records this as the trajectory's failure
+        raise errors.UserError(f'guided rollouts need a label-free ranker; {ranking.ranker!r} '
+                               'used gold answers')
+      pick = next(i for i in ranking.order if step.candidates[i].parse['ok'])
+      self.picks += 1
+      self.overrides += pick != choose_min_perplexity(step.candidates)
     self.revisions_taken += step.candidates[pick].finish_reason == revision.REVISION
     return pick
 
   @staticmethod
-  def _add_revisions(step: Step, results: Sequence[ResultItem]) -> None:
+  def _add_candidate(step: Step, step_type: str, action: dict | None) -> None:
+    """Appends `action` as a revision candidate (unless None or already there)."""
+    if action is None:
+      return
+    text = revision.as_text(action, step_type)
+    if any(c.text == text for c in step.candidates):
+      return
+    step.candidates.append(Candidate(
+        text=text, logprobs=[], perplexity=float('inf'), finish_reason=revision.REVISION,
+        parse={'ok': True, 'action': action, 'error': None}))
+
+  def _add_revisions(self, step: Step, results: Sequence[ResultItem]) -> None:
     """Appends a grounded revision of each parseable candidate (new texts only)."""
-    texts = {c.text for c in step.candidates}
     for c in list(step.candidates):
-      if not c.parse['ok']:
-        continue
-      action = revision.revise_summary(c.parse['action'], results)
-      if action is None or revision.as_text(action) in texts:
-        continue
-      texts.add(revision.as_text(action))
-      step.candidates.append(Candidate(
-          text=revision.as_text(action), logprobs=[], perplexity=float('inf'),
-          finish_reason=revision.REVISION, parse={'ok': True, 'action': action, 'error': None}))
+      if c.parse['ok']:
+        self._add_candidate(step, 'summarize', revision.revise_summary(c.parse['action'], results))

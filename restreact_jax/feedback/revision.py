@@ -13,6 +13,17 @@ the fact to report (the names and words it wrote); it only restates that fact
 as a source states it and cites the source that does. It never sees a gold
 answer.
 
+The answer step gets the same treatment (`revise_answer`): a small policy
+often has the answer in its last summary and still writes a garbled or
+unparseable `Answer(...)`. The rater writes the answer a reader of the
+trajectory would: the last summary's fact restated as its source states it,
+cited, and "The answer is X." with X the one name of that sentence the
+question and the earlier summaries do not already name (a year where the
+question asks "when", a name otherwise) — the pilot demonstrations' format.
+It reads only what the policy's summaries selected and never a gold answer;
+questions that offer their answers ("A or B?") or ask for a computed
+quantity are left to the policy.
+
 A revision is one more candidate of the step (`Candidate.finish_reason`
 `'revision'`, no perplexity): the ranker rates it like the samples, so it is
 taken only when the rules prefer it, and a mixture built from the step trains
@@ -21,13 +32,20 @@ on it only then.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
+from restreact_jax.agent import demonstrations
 from restreact_jax.agent import prompts
+from restreact_jax.evaluation import matcher
 from restreact_jax.feedback import claims as cl
+from restreact_jax.feedback import rule_ranker
+from restreact_jax.feedback import text_overlap as ov
+from restreact_jax.feedback.step_context import StepContext
 from restreact_jax.search.types import ResultItem
 
 REVISION = 'revision'
+_WORD_RE = re.compile(r"[^\W_][\w'-]*")
 
 
 def _closest(claim: str, sources: Sequence[tuple[int, str]]) -> tuple[int, str] | None:
@@ -70,7 +88,7 @@ def revise_summary(action: Mapping[str, Any],
     if found is None:
       continue
     link_id, sentence = found
-    piece = f'{sentence.strip().rstrip(".!? ")} [link_id={link_id}].'
+    piece = _cite(sentence, link_id)
     if piece not in pieces:
       pieces.append(piece)
       cited.append(link_id)
@@ -84,6 +102,85 @@ def revise_summary(action: Mapping[str, Any],
           'selected_link_ids': ids}
 
 
-def as_text(action: Mapping[str, Any]) -> str:
-  """The revision written as the policy writes a summarize step (before `# [END]`)."""
-  return prompts.render_target('summarize', action) + '  '
+def _cite(sentence: str, link_id: int) -> str:
+  return f'{sentence.strip().rstrip(".!? ")} [link_id={link_id}].'
+
+
+def name_spans(sentence: str, question: str = '') -> list[str]:
+  """The sentence's names: runs of capitalised or numeric words, as written.
+
+  A one-word run that opens the sentence is a name only when it is not a
+  stop word or a relation word of the question ("Born in X, ..." for "where
+  was ... born").
+  """
+  words = list(_WORD_RE.finditer(sentence))
+  asked = cl.read(question)[1]
+  runs: list[list[re.Match[str]]] = []
+  for w in words:
+    if not (w.group()[0].isupper() or w.group()[0].isdigit()):
+      continue
+    if runs and sentence[runs[-1][-1].end():w.start()].strip() == '':
+      runs[-1].append(w)
+    else:
+      runs.append([w])
+  spans = []
+  for run in runs:
+    tokens = [t for w in run for t in matcher.normalize_tokens(w.group())]
+    if all(t in ov.STOPWORDS for t in tokens):
+      continue
+    if len(run) == 1 and run[0].start() == words[0].start() and (
+        {cl.stem(t) for t in tokens} & asked):
+      continue
+    spans.append(sentence[run[0].start():run[-1].end()])
+  return spans
+
+
+def _last_selection(ctx: StepContext) -> Mapping[str, Any] | None:
+  for action in reversed(ctx.past_actions):
+    if action.get('type') == 'LinkSelection':
+      return action
+  return None
+
+
+def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
+  """The answer a rater reads off the trajectory's last summary.
+
+  Args:
+    ctx: an answer step's visible state.
+
+  Returns:
+    An `Answer` action — the last summary's claim restated by the sentence of
+    its selected links that states it, cited, then "The answer is X." — or
+    None: no summary, a question that offers its answers or asks for a
+    computed quantity, or no claim sentence with exactly one new name of the
+    kind asked.
+  """
+  question = ctx.question
+  last = _last_selection(ctx)
+  if (last is None or cl.offers_choice(question) or rule_ranker.asks_quantity(question)):
+    return None
+  links = list(last.get('selected_links') or ())
+  sources = [(r.link_id, s) for r in links for s in cl.sentences(r.snippet)]
+  known = cl.known_names(question, ctx.summaries[:-1])
+  number = ov.asks_number(question)
+  found: list[tuple[str, str]] = []  # (cited sentence, answer)
+  for claim in cl.claims(str(last.get('grounded_summarization', ''))):
+    source = _closest(claim, sources)
+    if source is None:
+      continue
+    link_id, sentence = source
+    new = [span for span in name_spans(sentence, question)
+           if not set(matcher.normalize_tokens(span)) & known
+           and any(ch.isdigit() for ch in span) == number]
+    if len(new) == 1:
+      found.append((_cite(sentence, link_id), new[0]))
+  if len({name for _, name in found}) != 1:
+    return None
+  sentence, name = found[-1]
+  return {'type': 'Answer', 'thoughts': demonstrations.ANSWER_THOUGHTS,
+          'answer': f'{sentence} The answer is {name}.'}
+
+
+def as_text(action: Mapping[str, Any], step_type: str = 'summarize') -> str:
+  """The revision written as the policy writes its step (before `# [END]`)."""
+  return prompts.render_target(step_type, action) + '  '

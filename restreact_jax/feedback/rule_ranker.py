@@ -107,6 +107,11 @@ class RuleWeights:
   garbled: float = -1.5           # a claim sentence repeats itself
 
 
+def asks_quantity(question: str) -> bool:
+  """Whether the question's answer is a computed quantity (age, difference, ...)."""
+  return bool(_ASKS_NUMBER.search(question))
+
+
 def _past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
   """The calculations taken so far, re-evaluated (the calculator is pure)."""
   return [calculator.evaluate(a.get('expression', '')) for a in ctx.past_actions
@@ -207,7 +212,7 @@ class RuleRanker(SequentialRanker):
       s['calc_ungrounded'] = self.w.calc_ungrounded * (1 - grounded)
     if len(literals) < 2:
       s['calc_trivial'] = self.w.calc_trivial
-    if not _ASKS_NUMBER.search(ctx.question):
+    if not asks_quantity(ctx.question):
       s['calc_needless'] = self.w.calc_needless
     if any(''.join(c.expression.split()) == ''.join(expression.split()) for c in past):
       s['repeat'] = self.w.repeat

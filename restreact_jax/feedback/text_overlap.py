@@ -74,6 +74,12 @@ def new_tokens(text: str, question: str) -> set[str]:
   return content_tokens(text) - content_tokens(question)
 
 
+def asks_number(question: str) -> bool:
+  """Whether the question asks for a number ("how many", "what year", "when")."""
+  q = ' '.join(matcher.normalize_tokens(question))
+  return any(q.startswith(w) or f' {w} ' in f' {q} ' for w in _NUMBER_ASKS)
+
+
 def answer_like(question: str, text: str) -> bool:
   """Whether `text` contains a span of the kind the question asks for.
 
@@ -89,7 +95,7 @@ def answer_like(question: str, text: str) -> bool:
   """
   extra = new_tokens(text, question)
   q = ' '.join(matcher.normalize_tokens(question))
-  if any(q.startswith(w) or f' {w} ' in f' {q} ' for w in _NUMBER_ASKS):
+  if asks_number(question):
     return any(any(ch.isdigit() for ch in t) for t in extra)
   if q.split()[:1] in (['is'], ['are'], ['was'], ['were'], ['did'], ['do'], ['does'], ['can']):
     return bool({'yes', 'no'} & set(matcher.normalize_tokens(text))) or bool(extra)

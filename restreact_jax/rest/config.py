@@ -112,6 +112,11 @@ class RestConfig:
       grounded revision of each summary candidate (`feedback.revision`: the
       claim restated with the shown links' own sentences) and may pick it;
       the mixture then trains on it where the rater prefers it.
+    revise_answers: with `guided_rollouts`, the rater also offers at every
+      answer step the answer it reads off the last summary
+      (`feedback.revision.revise_answer`), which a step whose samples all
+      fail to parse can continue with; the mixture trains on it where the
+      rater accepts it.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
       `eval_runs`).
@@ -183,6 +188,7 @@ class RestConfig:
   rollout_temperature: float | None = None
   guided_rollouts: bool = False
   revise_summaries: bool = False
+  revise_answers: bool = False
   vocab_model_type: str = 'unigram'
   eval_runs: int = 3
   dev_eval_runs: int | None = None
@@ -231,6 +237,8 @@ class RestConfig:
       raise errors.UserError('rest.seed_floor needs rest.seed_fraction > 0')
     if self.revise_summaries and not self.guided_rollouts:
       raise errors.UserError('rest.revise_summaries needs rest.guided_rollouts = True')
+    if self.revise_answers and not self.guided_rollouts:
+      raise errors.UserError('rest.revise_answers needs rest.guided_rollouts = True')
     if self.generations < 0:
       raise errors.UserError(f'rest.generations must be >= 0, got {self.generations}')
     if not self.repeats or any(int(r) < 1 for r in self.repeats):

@@ -420,7 +420,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             repeats: int, seed: int, agent: AgentSettings, limit: int | None,
             progress: bool, name_masking: bool = False,
             snippet_chars: int = 200, guided: bool = False,
-            revise: bool = False, first: int = 0) -> dict[str, Any]:
+            revise: bool = False, revise_answers: bool = False,
+            first: int = 0) -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
 
   The questions are the file's first `limit` (None: all); with `first`, the
@@ -430,7 +431,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   (`agent.name_masking`); the trajectories hold the real names. With
   `guided` every step continues with the rule rater's pick
   (`feedback.guided`), not the lowest perplexity; with `revise` the rater
-  may also pick a grounded revision of a summary (`feedback.revision`).
+  may also pick a grounded revision of a summary (`feedback.revision`), with
+  `revise_answers` the answer it reads off the last summary.
 
   Returns:
     Counts of the whole directory (not only this run's part), so a resumed
@@ -465,7 +467,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   if guided:
     from restreact_jax.feedback import guided as guided_lib  # pylint: disable=g-import-not-at-top
     from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
-    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(), revise=revise)
+    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(), revise=revise,
+                                       revise_answers=revise_answers)
   rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
                       repeats=repeats, process_index=distributed.process_index(),
                       process_count=distributed.process_count(),
@@ -480,7 +483,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
     # This run's share of steps where the rater's pick was not the lowest
     # perplexity (a resumed phase counts only what it rolled out itself).
     result['guided'] = {'picks': chooser.picks, 'overrides': chooser.overrides,
-                        **({'revisions': chooser.revisions_taken} if revise else {})}
+                        **({'revisions': chooser.revisions_taken}
+                           if revise or revise_answers else {})}
   return result
 
 
