@@ -26,6 +26,11 @@ disabled so every row produces exactly its token budget. Prints one JSON object:
   without the chunk), at `--slots` rows of a `--cache_len` cache half full,
   greedy from the same state: time per decode step, and whether the tokens
   agree;
+* `prefill_last_vs_full`: one prefill of `--prefill_batch` prompts of
+  `--prefill_len` tokens (lengths ragged over the last quarter) that projects
+  only each row's last token to the vocabulary (`last_only`, what the engine
+  runs) / the same prefill projecting every position, as it did before; and
+  whether the last-token logits agree;
 * the raw tokens/s of each side, and agreement checks of the greedy tokens.
 """
 
@@ -253,6 +258,41 @@ def _chunk_vs_plain(config, params, slots: int, cache_len: int, chunk: int = 8,
                             'filled': cache_len // 2}}
 
 
+def _prefill_last_vs_full(config, params, batch: int, length: int, rounds: int = 5) -> dict:
+  import jax
+  import jax.numpy as jnp
+  from restreact_jax import decoding
+  from restreact_jax.models import transformer
+  model = transformer.Transformer(config)
+
+  def side(last_only):
+    def run(tokens_BxL, lengths_B):
+      def apply(t, c, n):
+        return model.apply({'params': params}, t, mode=transformer.Mode.PREFILL, cache=c,
+                           input_lengths_B=n, last_only=last_only)
+      cache = transformer.KVCache.init(config, batch, length + 64)
+      return decoding.prefill(apply, tokens_BxL, lengths_B, cache)
+    return jax.jit(run)
+
+  key_t, key_n = jax.random.split(jax.random.key(0))
+  tokens = jax.random.randint(key_t, (batch, length), 2, config.vocab_size)
+  lengths = jax.random.randint(key_n, (batch,), length * 3 // 4, length + 1)
+  sides = {'last': side(True), 'full': side(False)}
+  seconds = {name: [] for name in sides}
+  logits = {}
+  for _ in range(rounds + 1):  # the first round compiles
+    for name, fn in sides.items():
+      out, dt = _timed(lambda: jax.block_until_ready(fn(tokens, lengths)))  # pylint: disable=cell-var-from-loop
+      seconds[name].append(dt)
+      logits[name] = np.asarray(out[0])
+  median = {name: float(np.median(s[1:])) for name, s in seconds.items()}
+  return {'prefill_last_vs_full': median['full'] / median['last'],
+          'prefill_last_ms': 1e3 * median['last'], 'prefill_full_ms': 1e3 * median['full'],
+          'prefill_logits_max_abs_diff': float(np.abs(logits['last'] - logits['full']).max()),
+          'prefill_setting': {'batch': batch, 'length': length,
+                              'vocab_size': config.vocab_size}}
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--model', default='gin/models/s.gin')
@@ -261,9 +301,12 @@ def main(argv=None) -> dict:
   parser.add_argument('--requests', type=int, default=48)
   parser.add_argument('--slots', type=int, default=128, help='rows of the chunk part')
   parser.add_argument('--cache_len', type=int, default=640, help='cache length of the chunk part')
+  parser.add_argument('--prefill_batch', type=int, default=32, help='rows of the prefill part')
+  parser.add_argument('--prefill_len', type=int, default=512,
+                      help='prompt length of the prefill part')
   parser.add_argument('--json', action='store_true', help='print only the JSON result')
   parser.add_argument('--only', default='',
-                      help='comma-separated parts to run: vs_hf,cache,mixed,grammar,chunk')
+                      help='comma-separated parts to run: vs_hf,cache,mixed,grammar,chunk,prefill')
   args = parser.parse_args(argv)
 
   import seqio
@@ -283,7 +326,9 @@ def main(argv=None) -> dict:
                                                    args.batch)),
            ('grammar', lambda: _grammar_vs_free(config, params, vocab, args.requests,
                                                 args.batch)),
-           ('chunk', lambda: _chunk_vs_plain(config, params, args.slots, args.cache_len))]
+           ('chunk', lambda: _chunk_vs_plain(config, params, args.slots, args.cache_len)),
+           ('prefill', lambda: _prefill_last_vs_full(config, params, args.prefill_batch,
+                                                      args.prefill_len))]
   only = {x for x in args.only.split(',') if x}
   for name, step in steps:
     if only and name not in only:

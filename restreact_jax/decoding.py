@@ -300,10 +300,14 @@ def prefill(tokens_to_logits: TokensToLogits, tokens_BxL: Array, lengths_B: Arra
             cache: Any) -> tuple[Array, Any]:
   """Feeds right-padded prompts; returns each row's last-token logits and the cache.
 
-  Rows of length 0 (batch padding) return meaningless logits and cache nothing.
+  `tokens_to_logits` may return every position's logits `[B, L, V]` or only
+  each row's last `[B, 1, V]` (`Transformer(..., last_only=True)`). Rows of
+  length 0 (batch padding) return meaningless logits and cache nothing.
   """
   logits_BxLxV, cache = tokens_to_logits(tokens_BxL, cache, lengths_B)
   last_B = jnp.maximum(lengths_B - 1, 0)
+  if logits_BxLxV.shape[1] == 1:
+    last_B = jnp.zeros_like(last_B)
   logits_BxV = jnp.take_along_axis(logits_BxLxV, last_B[:, None, None], axis=1)[:, 0]
   return logits_BxV.astype(jnp.float32), cache
 

@@ -157,10 +157,12 @@ def _insert(state: decoding.DecodeState, cache: Any, logits_BxV: Array, src_K: A
 
 def apply_model(config: configs.TransformerConfig, params: Any, tokens_BxL: Array, cache: Any,
                 lengths_B: Array) -> tuple[Array, Any]:
-  """`tokens_to_logits` of the Transformer with `params` (PREFILL, or DECODE for L=1)."""
+  """`tokens_to_logits` of the Transformer with `params`: DECODE for L=1, else
+  PREFILL returning only each row's last logits."""
   mode = transformer.Mode.DECODE if tokens_BxL.shape[1] == 1 else transformer.Mode.PREFILL
   return transformer.Transformer(config).apply({'params': params}, tokens_BxL, mode=mode,
-                                               cache=cache, input_lengths_B=lengths_B)
+                                               cache=cache, input_lengths_B=lengths_B,
+                                               last_only=mode == transformer.Mode.PREFILL)
 
 
 def state_shardings(state: Any, mesh: Any, rules: partitioning.Rules) -> Any:

@@ -115,6 +115,23 @@ def test_prefill_in_chunks_with_ragged_rows_equals_full(model_and_params):
   assert float(jnp.abs(cache.k[:, 1, :, 8:]).max()) == 0.0
 
 
+def test_prefill_last_only_gives_each_rows_last_logits_and_the_same_cache(model_and_params):
+  model, params = model_and_params
+  tokens = jax.random.randint(jax.random.key(4), (3, 9), 0, CFG.vocab_size)
+  lengths = jnp.array([5, 9, 0], jnp.int32)  # the last row is batch padding
+  run = jax.jit(lambda p, t, c, n, last: model.apply({'params': p}, t, mode=Mode.PREFILL, cache=c,
+                                                   input_lengths_B=n, last_only=last),
+                static_argnums=4)
+  full, full_cache = run(params, tokens, KVCache.init(CFG, 3, 16), lengths, False)
+  last, last_cache = run(params, tokens, KVCache.init(CFG, 3, 16), lengths, True)
+  assert last.shape == (3, 1, CFG.vocab_size)
+  for b in range(2):
+    np.testing.assert_allclose(last[b, 0], full[b, int(lengths[b]) - 1], atol=2e-5)
+  jax.tree.map(np.testing.assert_array_equal, last_cache, full_cache)
+  with pytest.raises(ValueError, match='last_only'):
+    model.apply({'params': params}, tokens, last_only=True)
+
+
 def test_write_near_max_len_does_not_shift_rows(model_and_params):
   """A chunk that overflows one row's cache drops the overflow only."""
   _, params = model_and_params

@@ -309,17 +309,12 @@ def _sampling_lowerings(config: Any, mesh: Any, rules: Any, shapes: Shapes
   import jax
   import jax.numpy as jnp
 
-  from restreact_jax import decoding, partitioning, trainer
+  from restreact_jax import decoding, engine, partitioning, trainer
   from restreact_jax.models import transformer
 
-  model = transformer.Transformer(config)
   params, _ = trainer.param_shardings(config, mesh, rules)
   batch = shapes.decode_batch
-
-  def apply(p, tokens_BxL, cache, lengths_B):
-    mode = transformer.Mode.DECODE if tokens_BxL.shape[1] == 1 else transformer.Mode.PREFILL
-    return model.apply({'params': p}, tokens_BxL, mode=mode, cache=cache,
-                       input_lengths_B=lengths_B)
+  apply = functools.partial(engine.apply_model, config)
 
   def new_cache():
     return transformer.KVCache.init(config, batch, shapes.cache_len)

@@ -392,7 +392,8 @@ class Transformer(nn.Module):
                positions_BxL: Array | None = None,
                segment_ids_BxL: Array | None = None,
                cache: KVCache | None = None,
-               input_lengths_B: Array | None = None) -> tuple[Array, KVCache | None]:
+               input_lengths_B: Array | None = None,
+               last_only: bool = False) -> tuple[Array, KVCache | None]:
     """Runs the model.
 
     Args:
@@ -404,6 +405,9 @@ class Transformer(nn.Module):
       cache: PREFILL/DECODE; the `KVCache` to extend.
       input_lengths_B: PREFILL/DECODE; real (non-padding) tokens per row,
         default L for every row.
+      last_only: PREFILL only; project only each row's last real token to
+        the vocabulary (logits `[B, 1, V]`): what sampling reads, without
+        the `[B, L, V]` product of every other position.
 
     Returns:
       `(logits_BxLxV float32, new_cache)`; `new_cache` is None in TRAIN.
@@ -411,6 +415,8 @@ class Transformer(nn.Module):
     cfg = self.config
     batch, length = tokens_BxL.shape
     dt = cfg.compute_dtype
+    if last_only and mode != Mode.PREFILL:
+      raise ValueError(f'last_only is for Mode.PREFILL, got {mode}')
 
     if mode == Mode.TRAIN:
       if cache is not None:
@@ -464,6 +470,9 @@ class Transformer(nn.Module):
       x_BxLxD, cache = Block(cfg, i, name=f'layers_{i}')(x_BxLxD, positions_BxL, mask_BxLxS,
                                                          cache, write_pos_BxL)
 
+    if last_only:
+      last_B = jnp.maximum(input_lengths_B - 1, 0)
+      x_BxLxD = jnp.take_along_axis(x_BxLxD, last_B[:, None, None], axis=1)
     x_BxLxD = RMSNorm(cfg.norm_eps, cfg.norm_offset, dt, cfg.params_dtype,
                       name='final_norm')(x_BxLxD)
     if cfg.tie_embeddings:
