@@ -149,3 +149,20 @@ def test_the_kind_of_name_follows_the_question():
 ])
 def test_no_answer_is_written_when_the_summary_does_not_settle_one(question, selections):
   assert revision.revise_answer(answer_context(question, selections)) is None
+
+
+def test_a_trajectory_that_searched_past_its_answer_is_answered_from_the_hop_that_answered_it():
+  director = ResultItem(1, 'The Paper Summer', 'The Paper Summer was directed by Savel Todu.',
+                        'film-5/0')
+  other = ResultItem(5, 'Savel Todu', 'Savel Todu was the director of The Golden Storm.',
+                     'person-6/0')
+  ctx = answer_context('Who directed The Paper Summer?', [
+      ('The Paper Summer was directed by Savel Todu [link_id=1].', [director]),
+      ('Savel Todu was the director of The Golden Storm [link_id=5].', [other])])
+  assert revision.revise_answer(ctx)['answer'] == (
+      'The Paper Summer was directed by Savel Todu [link_id=1]. The answer is Savel Todu.')
+  # A chain that is not complete after the first hop reads the second.
+  two_hops = answer_context('In what country are the headquarters of Pane Studios?', [
+      ('Pane Studios keeps its headquarters in Kipa [link_id=1].', [HQ]),
+      ('Kipa lies in the country of Sakiora [link_id=4].', [KIPA])])
+  assert revision.revise_answer(two_hops)['answer'].endswith('The answer is Sakiora.')

@@ -14,12 +14,14 @@ as a source states it and cites the source that does. It never sees a gold
 answer.
 
 The answer step gets the same treatment (`revise_answer`): a small policy
-often has the answer in its last summary and still writes a garbled or
+often has the answer in its summaries and still writes a garbled or
 unparseable `Answer(...)`. The rater writes the answer a reader of the
-trajectory would: the last summary's fact restated as its source states it,
-cited, and "The answer is X." with X the one name of that sentence the
-question and the earlier summaries do not already name (a year where the
-question asks "when", a name otherwise) — the pilot demonstrations' format.
+trajectory would: the fact of the summary that completes the question's
+chain (the first after which every relation the question asks for is
+stated; the last one otherwise) restated as its source states it, cited,
+and "The answer is X." with X the one name of that sentence the question
+and the earlier summaries do not already name (a year where the question
+asks "when", a name otherwise) — the pilot demonstrations' format.
 It reads only what the policy's summaries selected and never a gold answer;
 questions that offer their answers ("A or B?") or ask for a computed
 quantity are left to the policy.
@@ -135,33 +137,46 @@ def name_spans(sentence: str, question: str = '') -> list[str]:
   return spans
 
 
-def _last_selection(ctx: StepContext) -> Mapping[str, Any] | None:
-  for action in reversed(ctx.past_actions):
-    if action.get('type') == 'LinkSelection':
-      return action
-  return None
+def _completing_selection(ctx: StepContext) -> tuple[Mapping[str, Any], list[str]] | None:
+  """The summary that completes the question's chain, and the summaries before it.
+
+  The first summary after which the summaries state (nearly) every relation
+  the question asks for (`claims.complete`): a trajectory that searched on
+  past the answer ("Who directed X?", then the director's other films) is
+  answered from the hop that answered it. Without one, the last summary.
+  """
+  selections = [a for a in ctx.past_actions if a.get('type') == 'LinkSelection']
+  if not selections:
+    return None
+  texts = [str(a.get('grounded_summarization', '')) for a in selections]
+  for k in range(len(selections)):
+    if cl.complete(ctx.question, texts[:k + 1]):
+      return selections[k], texts[:k]
+  return selections[-1], texts[:-1]
 
 
 def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
-  """The answer a rater reads off the trajectory's last summary.
+  """The answer a rater reads off the summary that completes the chain.
 
   Args:
     ctx: an answer step's visible state.
 
   Returns:
-    An `Answer` action — the last summary's claim restated by the sentence of
-    its selected links that states it, cited, then "The answer is X." — or
-    None: no summary, a question that offers its answers or asks for a
-    computed quantity, or no claim sentence with exactly one new name of the
-    kind asked.
+    An `Answer` action — that summary's claim restated by the sentence of its
+    selected links that states it, cited, then "The answer is X." — or None:
+    no summary, a question that offers its answers or asks for a computed
+    quantity, or no claim sentence with exactly one new name of the kind
+    asked.
   """
   question = ctx.question
-  last = _last_selection(ctx)
-  if (last is None or cl.offers_choice(question) or rule_ranker.asks_quantity(question)):
+  found_selection = _completing_selection(ctx)
+  if (found_selection is None or cl.offers_choice(question)
+      or rule_ranker.asks_quantity(question)):
     return None
+  last, earlier = found_selection
   links = list(last.get('selected_links') or ())
   sources = [(r.link_id, s) for r in links for s in cl.sentences(r.snippet)]
-  known = cl.known_names(question, ctx.summaries[:-1])
+  known = cl.known_names(question, earlier)
   number = ov.asks_number(question)
   found: list[tuple[str, str]] = []  # (cited sentence, answer)
   for claim in cl.claims(str(last.get('grounded_summarization', ''))):
