@@ -156,7 +156,7 @@ def rest(exp_dir: str = gin.REQUIRED,
     revise_summaries: guided rollouts may take the rater's grounded revision
       of a summary.
     revise_answers: guided rollouts may take the answer the rater reads off
-      the last summary.
+      the summary that completes the question's chain.
     eval_runs: runs per dev/test question.
     dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.

@@ -14,8 +14,9 @@ With `revise` the chooser also offers the ranker a grounded revision of
 every parseable summary candidate (`feedback.revision`): the revisions join
 the step's candidates (recorded in the trajectory, so the mixture can train
 on them) and the ranker picks among all of them. With `revise_answers` it
-offers at every answer step the answer the rater reads off the last summary
-(`revision.revise_answer`), also when none of the step's samples parses.
+offers at every answer step the answer the rater reads off the summary that
+completes the question's chain (`revision.revise_answer`), also when none
+of the step's samples parses.
 
 It sees what the ranker always sees (`step_context.step_contexts`): the
 question, the trajectory so far and the step's candidates, never a gold

@@ -173,13 +173,13 @@ def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
   if (found_selection is None or cl.offers_choice(question)
       or rule_ranker.asks_quantity(question)):
     return None
-  last, earlier = found_selection
-  links = list(last.get('selected_links') or ())
+  selection, earlier = found_selection
+  links = list(selection.get('selected_links') or ())
   sources = [(r.link_id, s) for r in links for s in cl.sentences(r.snippet)]
   known = cl.known_names(question, earlier)
   number = ov.asks_number(question)
   found: list[tuple[str, str]] = []  # (cited sentence, answer)
-  for claim in cl.claims(str(last.get('grounded_summarization', ''))):
+  for claim in cl.claims(str(selection.get('grounded_summarization', ''))):
     source = _closest(claim, sources)
     if source is None:
       continue

@@ -113,10 +113,10 @@ class RestConfig:
       claim restated with the shown links' own sentences) and may pick it;
       the mixture then trains on it where the rater prefers it.
     revise_answers: with `guided_rollouts`, the rater also offers at every
-      answer step the answer it reads off the last summary
-      (`feedback.revision.revise_answer`), which a step whose samples all
-      fail to parse can continue with; the mixture trains on it where the
-      rater accepts it.
+      answer step the answer it reads off the summary that completes the
+      question's chain (`feedback.revision.revise_answer`), which a step
+      whose samples all fail to parse can continue with; the mixture trains
+      on it where the rater accepts it.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
       `eval_runs`).

@@ -432,7 +432,7 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   `guided` every step continues with the rule rater's pick
   (`feedback.guided`), not the lowest perplexity; with `revise` the rater
   may also pick a grounded revision of a summary (`feedback.revision`), with
-  `revise_answers` the answer it reads off the last summary.
+  `revise_answers` the answer it reads off the summaries.
 
   Returns:
     Counts of the whole directory (not only this run's part), so a resumed
