@@ -1,4 +1,4 @@
-"""Tests for feedback/revision.py: summaries restated with their sources' sentences."""
+"""Tests for feedback/revision.py: summaries and answers restated with their sources' sentences."""
 
 import pytest
 
@@ -141,7 +141,7 @@ def test_the_kind_of_name_follows_the_question():
     # Nothing new: the last summary names only what the question does.
     ('Where are the headquarters of Pane Studios?', [('Pane Studios is a company [link_id=3].', [
         ResultItem(3, 'Pane Studios', 'Pane Studios is a film company.', 'company-2/1')])]),
-    # Two new names of the kind asked ("Kipa" and "Sakiora" after an unrelated first hop).
+    # Two new names of the kind asked: nothing earlier names "Kipa" or "Sakiora".
     ('In what country is the film studio?', [('The city of Kipa lies in the country of Sakiora '
                                               '[link_id=4].', [KIPA])]),
     # No summary yet.
