@@ -305,9 +305,9 @@ def prefill(tokens_to_logits: TokensToLogits, tokens_BxL: Array, lengths_B: Arra
   length 0 (batch padding) return meaningless logits and cache nothing.
   """
   logits_BxLxV, cache = tokens_to_logits(tokens_BxL, cache, lengths_B)
+  if logits_BxLxV.shape[1] == 1:  # already each row's last
+    return logits_BxLxV[:, 0].astype(jnp.float32), cache
   last_B = jnp.maximum(lengths_B - 1, 0)
-  if logits_BxLxV.shape[1] == 1:
-    last_B = jnp.zeros_like(last_B)
   logits_BxV = jnp.take_along_axis(logits_BxLxV, last_B[:, None, None], axis=1)[:, 0]
   return logits_BxV.astype(jnp.float32), cache
 
