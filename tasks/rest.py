@@ -11,9 +11,10 @@ Stable names (the loop, `restreact train` and notebooks use them):
   type (`gen_{g}/ranked/<step_type>.tfrecord`, written by the mixture phase);
 * `restreact_gen{g}_mixture` — those tasks mixed, at rates proportional to
   their example counts by default, or at given per-step-type rates;
-* `restreact_gen{g}_distill` — the same ranked data (plus, optionally, more
-  files, e.g. from extra trajectories per question) as one task, for the
-  smaller students (self-distillation);
+* `restreact_gen{g}_distill` — the same ranked data for the smaller students
+  (self-distillation): as one task (plus, optionally, more files, e.g. from
+  extra trajectories per question), or weighted per step type as the
+  policy's mixture weighs them;
 * `restreact_bamboogle` / `restreact_bamtwoogle` — the paper's validation and
   test questions (`inputs` = question, `targets` = answer) with an
   alias-aware accuracy metric.
@@ -356,8 +357,9 @@ def register_generation(exp_dir: str | os.PathLike[str], generation: int,
 def register_distill(exp_dir: str | os.PathLike[str], generation: int,
                      vocab_path: str | os.PathLike[str] | None,
                      extra_files: Sequence[str] = (), seed_fraction: float = 0.0,
-                     seed_floor: bool = False) -> str:
-  """Registers `restreact_gen{g}_distill`: generation g's ranked data as one task.
+                     seed_floor: bool = False,
+                     rates: Mapping[str, float] | None = None) -> str:
+  """Registers `restreact_gen{g}_distill`: generation g's ranked data for the students.
 
   Args:
     exp_dir: the experiment directory.
@@ -369,15 +371,36 @@ def register_distill(exp_dir: str | os.PathLike[str], generation: int,
       mixture of the ranked data and the seed task).
     seed_floor: see `register_generation` (the ranked files' step types
       weighted by their counts; extra files count as none).
+    rates: per-example weight per step type, as the policy's mixture weighs
+      them (`mixture_rates`): the student then trains on the same mixture as
+      its teacher, one task per step type. None: every ranked example once, as
+      one task.
 
   Returns:
     The task (or mixture) name.
   """
   counts = read_stats(exp_dir, generation).get('per_step_type', {})
   directory = ranked_dir(exp_dir, generation)
+  name = distill_task_name(generation)
+  if rates is not None:
+    if extra_files:
+      raise errors.UserError(f'{name}: extra_files cannot be weighted by step type; '
+                             'pass rates=None to add files')
+    chosen = mixture_rates(counts, rates)
+    if not chosen and seed_fraction <= 0:
+      raise errors.UserError(f'generation {generation}: no ranked examples to distill from '
+                             f'(per step type: {dict(counts)}, rates: {dict(rates)})')
+    parts = []
+    for step_type, rate in chosen.items():
+      common.register_text_to_text_task(f'{name}_{step_type}',
+                                        [str(directory / f'{step_type}.tfrecord')], vocab_path)
+      parts.append((f'{name}_{step_type}', rate))
+    if not seed_fraction and len(parts) == 1:
+      return parts[0][0]
+    return _with_seed(name, parts, exp_dir, vocab_path, seed_fraction,
+                      chosen if seed_floor else None)
   files = [str(directory / f'{t}.tfrecord') for t in STEP_TYPES if int(counts.get(t, 0)) > 0]
   files += [str(f) for f in extra_files]
-  name = distill_task_name(generation)
   if seed_fraction > 0:
     parts = []
     if files:

@@ -138,6 +138,35 @@ def test_distill_task_holds_every_ranked_example(tmp_path):
   assert types == ['decision'] * 3 + ['grounding'] + ['relevance'] * 2
 
 
+def test_distill_task_weighs_step_types_like_the_policy_mixture(tmp_path):
+  exp = _ranked_exp(tmp_path, {'decision': 4, 'answer': 2, 'grounding': 1})
+  weights = {'decision': 1.0, 'answer': 3.0}
+  rest_tasks.register_generation(exp, 1, None, rates=weights)
+  policy = seqio.get_mixture_or_task('restreact_gen1_mixture')
+  name = rest_tasks.register_distill(exp, 1, None, rates=weights)
+  student = seqio.get_mixture_or_task(name)
+  got = {t.name.rsplit('_', 1)[-1]: student.get_rate(t) for t in student.tasks}
+  want = {t.name.rsplit('_', 1)[-1]: policy.get_rate(t) for t in policy.tasks}
+  # Answers weighted 3x: 4 decisions : 2 x 3 answers; grounding left out.
+  assert got == pytest.approx(want) == {'decision': 0.4, 'answer': 0.6}
+  assert len(_examples(f'{name}_answer')) == 2
+  # With the seed mixed in, the ranked types share the rest in the same ratio.
+  rest_tasks.write_seed(tmp_path / 'gen_0' / 'seed')
+  name = rest_tasks.register_distill(exp, 1, None, seed_fraction=0.5, rates=weights)
+  rates = {t.name: seqio.get_mixture_or_task(name).get_rate(t)
+           for t in seqio.get_mixture_or_task(name).tasks}
+  assert rates == pytest.approx({'restreact_gen1_distill_decision': 0.2,
+                                 'restreact_gen1_distill_answer': 0.3,
+                                 'restreact_gen0_seed': 0.5})
+  # One weighted type and no seed is that type's task itself.
+  assert rest_tasks.register_distill(exp, 1, None, rates={'answer': 1.0}) == (
+      'restreact_gen1_distill_answer')
+  with pytest.raises(errors.UserError, match='no ranked examples'):
+    rest_tasks.register_distill(exp, 1, None, rates={'summarize': 1.0})
+  with pytest.raises(errors.UserError, match='extra_files'):
+    rest_tasks.register_distill(exp, 1, None, extra_files=['x.tfrecord'], rates=weights)
+
+
 def test_benchmark_tasks_and_metric():
   names = rest_tasks.register_benchmarks(None)
   assert names == ['restreact_bamboogle', 'restreact_bamtwoogle']
