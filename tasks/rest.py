@@ -358,7 +358,8 @@ def register_distill(exp_dir: str | os.PathLike[str], generation: int,
                      vocab_path: str | os.PathLike[str] | None,
                      extra_files: Sequence[str] = (), seed_fraction: float = 0.0,
                      seed_floor: bool = False,
-                     rates: Mapping[str, float] | None = None) -> str:
+                     rates: Mapping[str, float] | None = None,
+                     generations: Sequence[int] | None = None) -> str:
   """Registers `restreact_gen{g}_distill`: generation g's ranked data for the students.
 
   Args:
@@ -375,12 +376,19 @@ def register_distill(exp_dir: str | os.PathLike[str], generation: int,
       them (`mixture_rates`): the student then trains on the same mixture as
       its teacher, one task per step type. None: every ranked example once, as
       one task.
+    generations: the generations whose ranked data the student reads, e.g.
+      every one up to `generation` (the data its teacher was trained on over
+      the loop); None: `generation`'s only.
 
   Returns:
     The task (or mixture) name.
   """
-  counts = read_stats(exp_dir, generation).get('per_step_type', {})
-  directory = ranked_dir(exp_dir, generation)
+  counts, paths = {}, {}
+  for g in (generation,) if generations is None else tuple(generations):
+    for step_type, n in read_stats(exp_dir, g).get('per_step_type', {}).items():
+      if int(n) > 0:
+        counts[step_type] = counts.get(step_type, 0) + int(n)
+        paths.setdefault(step_type, []).append(str(ranked_dir(exp_dir, g) / f'{step_type}.tfrecord'))
   name = distill_task_name(generation)
   if rates is not None:
     if extra_files:
@@ -392,21 +400,20 @@ def register_distill(exp_dir: str | os.PathLike[str], generation: int,
                              f'(per step type: {dict(counts)}, rates: {dict(rates)})')
     parts = []
     for step_type, rate in chosen.items():
-      common.register_text_to_text_task(f'{name}_{step_type}',
-                                        [str(directory / f'{step_type}.tfrecord')], vocab_path)
+      common.register_text_to_text_task(f'{name}_{step_type}', paths[step_type], vocab_path)
       parts.append((f'{name}_{step_type}', rate))
     if not seed_fraction and len(parts) == 1:
       return parts[0][0]
     return _with_seed(name, parts, exp_dir, vocab_path, seed_fraction,
                       chosen if seed_floor else None)
-  files = [str(directory / f'{t}.tfrecord') for t in STEP_TYPES if int(counts.get(t, 0)) > 0]
+  files = [f for t in STEP_TYPES for f in paths.get(t, ())]
   files += [str(f) for f in extra_files]
   if seed_fraction > 0:
     parts = []
     if files:
       common.register_text_to_text_task(name + '_ranked', files, vocab_path)
       parts.append((name + '_ranked', 1.0))
-    own = {t: float(n) for t, n in counts.items() if int(n) > 0}
+    own = {t: float(n) for t, n in counts.items()}
     return _with_seed(name, parts, exp_dir, vocab_path, seed_fraction,
                       own if seed_floor else None)
   if not files:

@@ -345,3 +345,37 @@ def test_heldout_questions_are_the_unlabeled_ones_after_train_limit(tmp_path):
   assert [r['id'] for r in rows] == ['q3', 'q4'] and result['questions'] == 2
   with pytest.raises(errors.UserError, match='no unlabeled training questions after'):
     phases.write_heldout(tmp_path, unlabeled, 5)
+
+
+@pytest.mark.parametrize('all_generations', [False, True])
+def test_students_train_on_their_teachers_mixture(tmp_path, monkeypatch, all_generations):
+  import seqio  # pylint: disable=g-import-not-at-top
+  from restreact_jax.rest import mixture  # pylint: disable=g-import-not-at-top
+  for g, n in ((1, 2), (2, 3)):
+    examples = [mixture.StepExample(inputs=f'"""{t}"""\nQ{g}.{i}\n', targets='x', step_type=t,
+                                    question_id=f'{g}.{i}', rank_source='ranker')
+                for t in ('decision', 'answer') for i in range(n)]
+    mixture.write_tfrecords(examples, tmp_path / f'gen_{g}' / 'ranked')
+    (tmp_path / f'gen_{g}' / 'ranked' / 'stats.json').write_text(json.dumps(
+        {'per_step_type': {'decision': n, 'answer': n}, 'examples': 2 * n}))
+  cfg = _config(generations=2, distill_all_generations=all_generations,
+                mixture_rates={'decision': 1.0, 'answer': 3.0})
+  steps = loop._Steps(cfg, experiment.Experiment(tmp_path, log=lambda _: None),
+                      run=None, config_text='', log=lambda _: None)
+  steps.vocab_path = None
+  trained = {}
+  monkeypatch.setattr(steps, '_train', lambda name, size, task_fn, settings, init, deps, extra:
+                      trained.update({size: (task_fn(), deps, extra)}))
+  policy = steps.finetune(2, 's', None)
+  steps.finetune(2, 'xs', policy)
+  task, deps, extra = trained['xs']
+  mix = seqio.get_mixture_or_task(task)
+  rates = {t.name.rsplit('_', 1)[-1]: mix.get_rate(t) for t in mix.tasks}
+  # Answers weighted 3x, as in the policy's mixture.
+  assert rates == pytest.approx({'decision': 0.25, 'answer': 0.75})
+  n_answers = len(list(seqio.get_mixture_or_task(f'{task}_answer').get_dataset(
+      None, split='train', shuffle=False).as_numpy_iterator()))
+  assert n_answers == (5 if all_generations else 3)
+  assert ('gen_1/mixture' in deps) == all_generations and 'gen_2/mixture' in deps
+  assert extra.get('all_generations', False) == all_generations
+  assert 'weighted_like_policy' not in trained['s'][2]

@@ -26,15 +26,15 @@ def _decode(ids):
   return seqio.ByteVocabulary().decode([int(i) for i in ids if i > 1])
 
 
-def _ranked_exp(tmp_path, counts):
-  """EXP_DIR/gen_1/ranked with `counts[step_type]` distinct examples per type."""
+def _ranked_exp(tmp_path, counts, generation=1):
+  """EXP_DIR/gen_{g}/ranked with `counts[step_type]` distinct examples per type."""
   examples = []
   for step_type, n in counts.items():
     for i in range(n):
       examples.append(mixture.StepExample(
           inputs=f'"""{step_type}"""\nQ{i}\n', targets=f'ACTION_SELECTED = {i}  {END_MARKER}',
-          step_type=step_type, question_id=f'q{i}', rank_source='ranker'))
-  out = tmp_path / 'gen_1' / 'ranked'
+          step_type=step_type, question_id=f'g{generation}q{i}', rank_source='ranker'))
+  out = tmp_path / f'gen_{generation}' / 'ranked'
   mixture.write_tfrecords(examples, out)
   stats = {'per_step_type': {t: counts.get(t, 0) for t in rest_tasks.STEP_TYPES},
            'examples': len(examples)}
@@ -165,6 +165,26 @@ def test_distill_task_weighs_step_types_like_the_policy_mixture(tmp_path):
     rest_tasks.register_distill(exp, 1, None, rates={'summarize': 1.0})
   with pytest.raises(errors.UserError, match='extra_files'):
     rest_tasks.register_distill(exp, 1, None, extra_files=['x.tfrecord'], rates=weights)
+
+
+def test_distill_task_reads_every_generation_asked_for(tmp_path):
+  exp = _ranked_exp(tmp_path, {'decision': 2, 'answer': 1})
+  _ranked_exp(tmp_path, {'decision': 3, 'grounding': 2}, generation=2)
+  # The last generation's data only, by default.
+  assert len(_examples(rest_tasks.register_distill(exp, 2, None))) == 5
+  # Every generation's ranked examples, as one task ...
+  name = rest_tasks.register_distill(exp, 2, None, generations=(1, 2))
+  assert name == 'restreact_gen2_distill'
+  assert len(_examples(name)) == 8
+  # ... or weighted per step type on the summed counts: 5 decisions, 1 answer x 2.
+  name = rest_tasks.register_distill(exp, 2, None, generations=(1, 2),
+                                     rates={'decision': 1.0, 'answer': 2.0})
+  mix = seqio.get_mixture_or_task(name)
+  assert {t.name: mix.get_rate(t) for t in mix.tasks} == pytest.approx(
+      {'restreact_gen2_distill_decision': 5 / 7, 'restreact_gen2_distill_answer': 2 / 7})
+  assert len(_examples('restreact_gen2_distill_decision')) == 5
+  with pytest.raises(errors.UserError, match='no mixture stats'):
+    rest_tasks.register_distill(exp, 3, None, generations=(1, 2, 3))
 
 
 def test_benchmark_tasks_and_metric():

@@ -46,6 +46,9 @@ class RestConfig:
     student_seed: the students' gen 0 seed fine-tune (None: `seed_finetune`).
     distill_last_only: students are fine-tuned on the last generation's data
       only (from their seed fine-tune), not on every generation's.
+    distill_all_generations: a student's fine-tune reads the ranked data of
+      every generation up to its own (what its teacher was trained on over
+      the loop), not its generation's only.
     init_from: 'base' (each generation starts from the base checkpoint),
       'previous' (from the previous generation's model of that size) or
       'gen_0' (from that size's gen 0 seed fine-tune: each generation's data
@@ -164,6 +167,7 @@ class RestConfig:
   distill: TrainSettings = TrainSettings(steps=500)
   student_seed: TrainSettings | None = None
   distill_last_only: bool = False
+  distill_all_generations: bool = False
   init_from: str = 'base'
   student_init: str = 'base'
   repeats: tuple[int, ...] = (1, 4)

@@ -339,15 +339,19 @@ class _Steps:
       # The student trains on its teacher's mixture, weighted the same way.
       task_fn = lambda: rest_tasks.register_distill(  # noqa: E731
           self.root, g, self.vocab_path, seed_fraction=cfg.seed_fraction,
-          seed_floor=cfg.seed_floor, rates=cfg.mixture_rates)
+          seed_floor=cfg.seed_floor, rates=cfg.mixture_rates,
+          generations=range(1, g + 1) if cfg.distill_all_generations else None)
     name = f'gen_{g}/models/{size}'
-    deps = [f'gen_{g}/mixture', 'vocab', init_phase] + (['gen_0/seed'] if cfg.seed_fraction else [])
+    mixtures = tuple(range(1, g + 1)) if cfg.distill_all_generations and not is_policy else (g,)
+    deps = ([f'gen_{h}/mixture' for h in mixtures] + ['vocab', init_phase]
+            + (['gen_0/seed'] if cfg.seed_fraction else []))
     settings = cfg.finetune if is_policy else cfg.distill
     self._train(name, size, task_fn, settings, f'{init_phase}/checkpoints', deps,
                 extra={'seed_fraction': cfg.seed_fraction,
                        **({'seed_floor': True} if cfg.seed_floor else {}),
                        'rates': dict(cfg.mixture_rates) if cfg.mixture_rates else None,
-                       **({} if is_policy else {'weighted_like_policy': True})})
+                       **({} if is_policy else {'weighted_like_policy': True}),
+                       **({'all_generations': True} if mixtures != (g,) else {})})
     return self._policy(g, size, name)
 
   # -- rollouts, ranking, mixture ----------------------------------------------
