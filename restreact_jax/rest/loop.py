@@ -331,6 +331,7 @@ class _Steps:
     cfg = self.cfg
     is_policy = size == cfg.policy_size
     init_phase = init_phase_for(cfg, g, size, previous)
+    mixtures = tuple(range(1, g + 1)) if cfg.distill_all_generations and not is_policy else (g,)
     if is_policy:
       task_fn = lambda: rest_tasks.register_generation(  # noqa: E731
           self.root, g, self.vocab_path, cfg.mixture_rates, cfg.seed_fraction,
@@ -339,10 +340,8 @@ class _Steps:
       # The student trains on its teacher's mixture, weighted the same way.
       task_fn = lambda: rest_tasks.register_distill(  # noqa: E731
           self.root, g, self.vocab_path, seed_fraction=cfg.seed_fraction,
-          seed_floor=cfg.seed_floor, rates=cfg.mixture_rates,
-          generations=range(1, g + 1) if cfg.distill_all_generations else None)
+          seed_floor=cfg.seed_floor, rates=cfg.mixture_rates, generations=mixtures)
     name = f'gen_{g}/models/{size}'
-    mixtures = tuple(range(1, g + 1)) if cfg.distill_all_generations and not is_policy else (g,)
     deps = ([f'gen_{h}/mixture' for h in mixtures] + ['vocab', init_phase]
             + (['gen_0/seed'] if cfg.seed_fraction else []))
     settings = cfg.finetune if is_policy else cfg.distill
