@@ -312,6 +312,21 @@ def _with_seed(name: str, parts: Sequence[tuple[str, float]],
   return name
 
 
+def _per_type_tasks(prefix: str, paths: Mapping[str, Sequence[str]],
+                    chosen: Mapping[str, float], vocab_path: str | os.PathLike[str] | None,
+                    ) -> list[tuple[str, float]]:
+  """Registers `{prefix}{step_type}` over its files for each chosen type.
+
+  Tasks of this prefix left from an earlier registration are removed first.
+  Returns `(task, rate)` pairs in `chosen`'s order.
+  """
+  for step_type in STEP_TYPES:
+    common.remove(prefix + step_type)
+  for step_type in chosen:
+    common.register_text_to_text_task(prefix + step_type, paths[step_type], vocab_path)
+  return [(prefix + step_type, rate) for step_type, rate in chosen.items()]
+
+
 def register_generation(exp_dir: str | os.PathLike[str], generation: int,
                         vocab_path: str | os.PathLike[str] | None,
                         rates: Mapping[str, float] | None = None,
@@ -342,14 +357,9 @@ def register_generation(exp_dir: str | os.PathLike[str], generation: int,
         f'generation {generation}: the mixture has no examples to train on '
         f'(per step type: {dict(counts)}, rates: {dict(rates) if rates else "proportional"})')
   directory = ranked_dir(exp_dir, generation)
-  for step_type in STEP_TYPES:
-    common.remove(step_task_name(generation, step_type))
-  tasks = []
-  for step_type, rate in chosen.items():
-    name = step_task_name(generation, step_type)
-    common.register_text_to_text_task(name, [str(directory / f'{step_type}.tfrecord')],
-                                      vocab_path)
-    tasks.append((name, rate))
+  tasks = _per_type_tasks(step_task_name(generation, ''),
+                          {t: [str(directory / f'{t}.tfrecord')] for t in chosen}, chosen,
+                          vocab_path)
   return _with_seed(mixture_name(generation), tasks, exp_dir, vocab_path, seed_fraction,
                     chosen if seed_floor else None)
 
@@ -398,10 +408,7 @@ def register_distill(exp_dir: str | os.PathLike[str], generation: int,
     if not chosen and seed_fraction <= 0:
       raise errors.UserError(f'generation {generation}: no ranked examples to distill from '
                              f'(per step type: {dict(counts)}, rates: {dict(rates)})')
-    parts = []
-    for step_type, rate in chosen.items():
-      common.register_text_to_text_task(f'{name}_{step_type}', paths[step_type], vocab_path)
-      parts.append((f'{name}_{step_type}', rate))
+    parts = _per_type_tasks(f'{name}_', paths, chosen, vocab_path)
     if not seed_fraction and len(parts) == 1:
       return parts[0][0]
     return _with_seed(name, parts, exp_dir, vocab_path, seed_fraction,
