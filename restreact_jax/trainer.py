@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from restreact_jax import averaging
 from restreact_jax import checkpoints
 from restreact_jax import data as data_lib
+from restreact_jax import distillation
 from restreact_jax import errors
 from restreact_jax import partitioning
 from restreact_jax.models import configs
@@ -164,15 +165,29 @@ def cross_entropy_sums(logits_BxLxV: jax.Array, targets_BxL: jax.Array,
   }
 
 
-def loss_fn(params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
-            z_loss: float) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Summed training loss of one (micro)batch and its metric sums."""
+def loss_fn(params: Any, batch: Batch, rng: jax.Array, teacher_params: Any = None, *,
+            model: nn.Module, z_loss: float,
+            teacher: distillation.Teacher | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Summed training loss of one (micro)batch and its metric sums.
+
+  With a `teacher`, the loss mixes the cross-entropy with the KL to the
+  teacher's distributions (`distillation`); the `ce` sum stays the plain
+  cross-entropy, and `kl` is added to the sums.
+  """
   logits_BxLxV, _ = model.apply({'params': params}, batch['decoder_input_tokens'],
                                 mode=transformer.Mode.TRAIN, rngs={'dropout': rng},
                                 **model_inputs(batch))
   sums = cross_entropy_sums(logits_BxLxV, batch['decoder_target_tokens'],
                             batch['decoder_loss_weights'], z_loss)
-  return sums['ce'] + sums['z'], sums
+  if teacher is None:
+    return sums['ce'] + sums['z'], sums
+  teacher_logits_BxLxV, _ = transformer.Transformer(teacher.config).apply(
+      {'params': teacher_params}, batch['decoder_input_tokens'],
+      mode=transformer.Mode.TRAIN, **model_inputs(batch))
+  sums['kl'] = distillation.kl_sums(logits_BxLxV, teacher_logits_BxLxV,
+                                    batch['decoder_loss_weights'], teacher.temperature)
+  loss = (1.0 - teacher.weight) * sums['ce'] + teacher.weight * sums['kl'] + sums['z']
+  return loss, sums
 
 
 def _split_microbatches(batch: Batch, num_microbatches: int) -> Batch:
@@ -190,36 +205,43 @@ def _split_microbatches(batch: Batch, num_microbatches: int) -> Batch:
   return jax.tree.map(split, batch)
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: nn.Module,
-               optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-               num_microbatches: int = 1, z_loss: float = 0.0) -> tuple[TrainState, Metrics]:
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, teacher_params: Any = None, *,
+               model: nn.Module, optimizer: optax.GradientTransformation,
+               schedule: optax.Schedule, num_microbatches: int = 1, z_loss: float = 0.0,
+               teacher: distillation.Teacher | None = None) -> tuple[TrainState, Metrics]:
   """One optimizer step over `batch`, accumulating gradients over microbatches.
 
   Args:
     state: the train state (donated by the jitted caller).
     batch: seqio decoder features, `[B, L]` each.
     rng: a PRNG key; folded with the step.
+    teacher_params: the teacher's params when distilling (held fixed).
     model: the linen module.
     optimizer: the optax transformation.
     schedule: the learning-rate schedule (for the metrics).
     num_microbatches: gradient-accumulation steps inside this step.
     z_loss: z-loss coefficient.
+    teacher: distil toward this teacher's distributions (`distillation`).
 
   Returns:
-    `(new_state, metrics)`; metrics are replicated scalars.
+    `(new_state, metrics)`; metrics are replicated scalars (with a teacher,
+    `distill_kl` is the mean KL per target token at its temperature).
   """
   rng = jax.random.fold_in(rng, state.step)
-  grad_fn = jax.grad(functools.partial(loss_fn, model=model, z_loss=z_loss), has_aux=True)
+  grad_fn = jax.grad(functools.partial(loss_fn, model=model, z_loss=z_loss, teacher=teacher),
+                     has_aux=True)
   micro = _split_microbatches(batch, num_microbatches)
 
   def accumulate(carry, inputs):
     grads_acc, sums_acc = carry
     microbatch, index = inputs
-    grads, sums = grad_fn(state.params, microbatch, jax.random.fold_in(rng, index))
+    grads, sums = grad_fn(state.params, microbatch, jax.random.fold_in(rng, index),
+                          teacher_params)
     return (jax.tree.map(jnp.add, grads_acc, grads), jax.tree.map(jnp.add, sums_acc, sums)), None
 
   zeros = jax.tree.map(jnp.zeros_like, state.params)
-  zero_sums = {k: jnp.zeros((), jnp.float32) for k in ('ce', 'z', 'correct', 'weight')}
+  zero_sums = {k: jnp.zeros((), jnp.float32)
+               for k in ('ce', 'z', 'correct', 'weight', *(('kl',) if teacher else ()))}
   (grads, sums), _ = jax.lax.scan(accumulate, (zeros, zero_sums),
                                   (micro, jnp.arange(num_microbatches)))
   # Mean over all target tokens of the whole batch, as one big batch would be.
@@ -235,6 +257,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: nn.Mod
       'grad_norm': optax.global_norm(grads),
       'learning_rate': schedule(state.step),
   }
+  if teacher is not None:
+    # The KL over T**2, so it reads as nats whatever the temperature.
+    metrics['distill_kl'] = sums['kl'] / weight / jnp.square(jnp.float32(teacher.temperature))
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -383,7 +408,8 @@ class CompiledSteps:
 def compile_steps(config: configs.TransformerConfig, mesh: Mesh, rules: partitioning.Rules,
                   optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                   shardings: TrainState, num_microbatches: int = 1,
-                  z_loss: float = 0.0) -> CompiledSteps:
+                  z_loss: float = 0.0,
+                  teacher: distillation.Teacher | None = None) -> CompiledSteps:
   """Jits `train_step` (state donated) and `eval_step` with explicit shardings.
 
   Args:
@@ -395,6 +421,8 @@ def compile_steps(config: configs.TransformerConfig, mesh: Mesh, rules: partitio
     shardings: the train state's shardings (`state_shardings`).
     num_microbatches: gradient-accumulation steps per train step.
     z_loss: z-loss coefficient.
+    teacher: distil toward it; the train step then takes the teacher's
+      params, sharded by the same rules, as a fourth argument.
 
   Returns:
     The compiled steps (they enter the mesh and rules themselves).
@@ -402,10 +430,12 @@ def compile_steps(config: configs.TransformerConfig, mesh: Mesh, rules: partitio
   model = transformer.Transformer(config)
   batch_sharding = partitioning.batch_sharding(mesh, 2)
   replicated = partitioning.replicated(mesh)
+  teacher_shardings = (() if teacher is None
+                       else (param_shardings(teacher.config, mesh, rules)[1],))
   train = jax.jit(
       functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
-                        num_microbatches=num_microbatches, z_loss=z_loss),
-      in_shardings=(shardings, batch_sharding, replicated),
+                        num_microbatches=num_microbatches, z_loss=z_loss, teacher=teacher),
+      in_shardings=(shardings, batch_sharding, replicated, *teacher_shardings),
       out_shardings=(shardings, replicated),
       donate_argnums=(0,))
   evaluate = jax.jit(functools.partial(eval_step, model=model),
@@ -428,7 +458,7 @@ class Program:
 
 def build_program(config: configs.TransformerConfig, mesh: Mesh, rules: partitioning.Rules,
                   optimizer_config: OptimizerConfig, num_microbatches: int = 1,
-                  z_loss: float = 0.0) -> Program:
+                  z_loss: float = 0.0, teacher: distillation.Teacher | None = None) -> Program:
   """Builds (once per distinct argument set) the optimizer, shardings and steps.
 
   Cached so that a process training many models of one shape (generations,
@@ -441,6 +471,7 @@ def build_program(config: configs.TransformerConfig, mesh: Mesh, rules: partitio
     optimizer_config: AdamW settings; `decay_steps` must be set.
     num_microbatches: gradient accumulation per step.
     z_loss: z-loss coefficient.
+    teacher: distil toward this teacher (`distillation.Teacher`).
 
   Returns:
     The `Program`.
@@ -449,15 +480,16 @@ def build_program(config: configs.TransformerConfig, mesh: Mesh, rules: partitio
     raise ValueError('build_program needs optimizer_config.decay_steps')
   # Positional and normalized, so equal settings always hit the same entry.
   return _build_program(config, mesh, tuple(tuple(r) for r in rules), optimizer_config,
-                        int(num_microbatches), float(z_loss))
+                        int(num_microbatches), float(z_loss), teacher)
 
 
 @functools.lru_cache(maxsize=8)
-def _build_program(config, mesh, rules, optimizer_config, num_microbatches, z_loss) -> Program:
+def _build_program(config, mesh, rules, optimizer_config, num_microbatches, z_loss,
+                   teacher) -> Program:
   optimizer, schedule, abstract, shardings, init = _build_state(config, mesh, rules,
                                                                 optimizer_config)
   steps = compile_steps(config, mesh, rules, optimizer, schedule, shardings, num_microbatches,
-                        z_loss)
+                        z_loss, teacher)
   return Program(optimizer, schedule, abstract, shardings, steps, init)
 
 
@@ -608,7 +640,9 @@ def train_loop(config: configs.TransformerConfig,
                eval_data: data_lib.DataConfig | None = None,
                init_checkpoint: str | None = None,
                config_text: str = '',
-               progress: bool = True) -> LoopResult:
+               progress: bool = True,
+               teacher: distillation.Teacher | None = None,
+               teacher_checkpoint: str | None = None) -> LoopResult:
   """Trains `config` on `train_data` until step `loop.train_steps`.
 
   Rerunning with the same `model_dir` resumes from its latest checkpoint (and
@@ -628,6 +662,9 @@ def train_loop(config: configs.TransformerConfig,
       the run has no checkpoint of its own (fine-tuning).
     config_text: the resolved gin config, saved in every checkpoint.
     progress: show a tqdm bar.
+    teacher: distil toward this teacher's distributions (`distillation`).
+    teacher_checkpoint: the checkpoint directory of the teacher's params
+      (latest step); required with `teacher`.
 
   Returns:
     The final state, data position and the metric history.
@@ -636,6 +673,10 @@ def train_loop(config: configs.TransformerConfig,
 
   # --- Setup.
   _validate(train_data, mesh, loop)
+  if teacher is not None:
+    teacher.check(config)
+    if not teacher_checkpoint:
+      raise errors.UserError('distillation needs the teacher\'s checkpoint directory')
   model_dir = pathlib.Path(model_dir) if model_dir is not None else None
   # The schedule spans `train_steps` unless told otherwise; a rerun with more
   # steps therefore stretches it, as in T5X (pin `decay_steps` to avoid that).
@@ -646,8 +687,12 @@ def train_loop(config: configs.TransformerConfig,
         f'average_last_steps counts back from decay_steps ({optimizer_config.decay_steps}), '
         f'which must then be the run\'s train_steps ({loop.train_steps})')
   program = build_program(config, mesh, rules, optimizer_config, loop.num_microbatches,
-                          loop.z_loss)
+                          loop.z_loss, teacher)
   steps = program.steps
+  train_fn = steps.train
+  if teacher is not None:
+    teacher_params = load_params(teacher_checkpoint, teacher.config, mesh, rules)
+    train_fn = lambda s, b, r: steps.train(s, b, r, teacher_params)  # noqa: E731
   ckpt = (checkpoints.Checkpointer(model_dir / 'checkpoints', max_to_keep=loop.keep_checkpoints)
           if model_dir is not None else None)
   state, position, last_saved = _restore_or_init(ckpt, program, config, mesh, rules, loop.seed,
@@ -700,7 +745,7 @@ def train_loop(config: configs.TransformerConfig,
   try:
     for step in range(start + 1, loop.train_steps + 1):
       batch = next(batches)
-      state, metrics = steps.train(state, batch, rng)
+      state, metrics = train_fn(state, batch, rng)
       position += 1
       if pending is not None:
         now = time.perf_counter()

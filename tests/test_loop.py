@@ -34,6 +34,10 @@ def test_config_validation_names_the_bad_setting():
            ({'gen0': 'prompted'}, 'gen0_openai_base_url'),
            ({'vocab_size': 4096}, 'vocab_size 512 < rest.vocab_size 4096'),
            ({'finetune': phases.TrainSettings(steps=0)}, 'rest.finetune'),
+           ({'finetune': phases.TrainSettings(steps=5, distill_weight=0.5)},
+            'only the students'),
+           ({'distill': phases.TrainSettings(steps=5, distill_weight=1.5)},
+            'rest.distill needs 0 <= distill_weight <= 1'),
            ({'pilot_questions': -1}, 'rest.pilot_questions'),
            ({'snippet_chars': 5}, 'rest.snippet_chars'),
            ({'rollout_num_samples': 0}, 'rest.rollout_num_samples'),
@@ -364,7 +368,8 @@ def test_students_train_on_their_teachers_mixture(tmp_path, monkeypatch, all_gen
                       run=None, config_text='', log=lambda _: None)
   steps.vocab_path = None
   trained = {}
-  monkeypatch.setattr(steps, '_train', lambda name, size, task_fn, settings, init, deps, extra:
+  monkeypatch.setattr(steps, '_train',
+                      lambda name, size, task_fn, settings, init, deps, extra, teacher=None:
                       trained.update({size: (task_fn(), deps, extra)}))
   policy = steps.finetune(2, 's', None)
   steps.finetune(2, 'xs', policy)
@@ -379,3 +384,32 @@ def test_students_train_on_their_teachers_mixture(tmp_path, monkeypatch, all_gen
   assert ('gen_1/mixture' in deps) == all_generations and 'gen_2/mixture' in deps
   assert extra.get('all_generations', False) == all_generations
   assert 'weighted_like_policy' not in trained['s'][2]
+
+
+@pytest.mark.parametrize('weight', [0.0, 0.5])
+def test_students_distil_their_generations_policy(tmp_path, monkeypatch, weight):
+  from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(rest_tasks, 'register_generation', lambda *a, **k: 'policy_task')
+  monkeypatch.setattr(rest_tasks, 'register_distill', lambda *a, **k: 'student_task')
+  cfg = _config(generations=2, distill=phases.TrainSettings(steps=5, distill_weight=weight))
+  calls = {}
+  steps = loop._Steps(cfg, experiment.Experiment(tmp_path, log=lambda _: None),
+                      run=lambda name, fn, **kw: calls.update({name: (fn, kw)}),
+                      config_text='', log=lambda _: None)
+  steps.vocab_path = None
+  policy = steps.finetune(2, 's', None)
+  steps.finetune(2, 'xs', policy)
+  _, policy_run = calls['gen_2/models/s']
+  fn, student_run = calls['gen_2/models/xs']
+  assert 'teacher' not in policy_run['config']
+  # The KL makes the student depend on its teacher's weights, and say so.
+  assert ('gen_2/models/s' in student_run['deps']) == bool(weight)
+  assert student_run['config'].get('teacher') == ('gen_2/models/s' if weight else None)
+  assert ('distill_weight' in student_run['config']['settings']) == bool(weight)
+  trained = {}
+  monkeypatch.setattr(phases, 'train', lambda out, **kw: trained.update(kw))
+  fn(tmp_path / 'out')
+  assert trained['task'] == 'student_task'
+  teacher_model, teacher_dir = trained['teacher']
+  assert teacher_model == cfg.models['s']
+  assert teacher_dir == str(tmp_path / 'gen_2' / 'models' / 's' / 'checkpoints')

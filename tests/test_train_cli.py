@@ -70,6 +70,21 @@ def test_smoke_run_writes_outputs_and_resumes(tmp_path, capsys):
   assert float(jax.tree.leaves(tuned.opt_state)[0]) == 1  # a fresh optimizer's count
 
 
+def test_distils_from_a_teacher_checkpoint(tmp_path, capsys):
+  assert _train(tmp_path, '--gin.TRAIN_STEPS=2') == 0
+  student = ["--gin.train.model_dir='student'", '--gin.TRAIN_STEPS=2']
+  assert _train(tmp_path, *student, "--gin.train.teacher_checkpoint='smoke/checkpoints'") == 2
+  err = capsys.readouterr().err.strip()
+  assert err.endswith('train: set teacher_model and teacher_checkpoint together'), err
+  assert _train(tmp_path, *student, '--gin.train.teacher_model=%MODEL',
+                "--gin.train.teacher_checkpoint='smoke/checkpoints'",
+                '--gin.train.distill_weight=1.0') == 0
+  assert 'distill_kl=' in capsys.readouterr().out
+  assert 'distill_kl' in _events(tmp_path / 'student' / 'tensorboard')
+  assert "train.teacher_checkpoint = 'smoke/checkpoints'" in (
+      tmp_path / 'student' / 'config.gin').read_text()
+
+
 def test_missing_gin_file(capsys):
   assert cli.main(['train', '--gin_file=gin/experiments/nope.gin']) == 2
   err = capsys.readouterr().err.strip()

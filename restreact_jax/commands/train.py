@@ -49,6 +49,10 @@ def train(model=gin.REQUIRED,
           corpus_jsonl: str | None = None,
           text_to_text_files: Sequence[str] | None = None,
           vocab_path: str | None = None,
+          teacher_model=None,
+          teacher_checkpoint: str | None = None,
+          distill_weight: float = 0.5,
+          distill_temperature: float = 1.0,
           progress: bool = True):
   """Trains `model` on `mixture_or_task_name` up to step `train_steps`.
 
@@ -88,6 +92,12 @@ def train(model=gin.REQUIRED,
       over these TFRecord files or globs (relative to `exp_dir`).
     vocab_path: SentencePiece model for the registered task ('' or None:
       bytes; relative to `exp_dir`).
+    teacher_model: distil toward this model's distributions (a
+      `models.TransformerConfig` with `model`'s vocabulary; `distillation`).
+    teacher_checkpoint: the teacher's checkpoint directory (latest step;
+      relative paths are under `exp_dir`); set with `teacher_model`.
+    distill_weight: the KL's share of the loss, in (0, 1].
+    distill_temperature: the KL's temperature.
     progress: show a progress bar.
 
   Returns:
@@ -95,6 +105,7 @@ def train(model=gin.REQUIRED,
   """
   # Heavy imports stay inside so `restreact --help` is quick.
   from restreact_jax import data as data_lib
+  from restreact_jax import distillation
   from restreact_jax import gin_utils
   from restreact_jax import partitioning
   from restreact_jax import trainer
@@ -115,6 +126,10 @@ def train(model=gin.REQUIRED,
     common.register_text_to_text_task(mixture_or_task_name,
                                       [under_exp(f) for f in text_to_text_files], vocab)
 
+  if (teacher_model is None) != (not teacher_checkpoint):
+    raise errors.UserError('train: set teacher_model and teacher_checkpoint together')
+  teacher = (distillation.Teacher(teacher_model, float(distill_weight),
+                                  float(distill_temperature)) if teacher_model else None)
   lengths = dict(task_feature_lengths)
   train_data = data_lib.DataConfig(mixture_or_task_name, lengths, batch_size, pack=pack,
                                    seed=seed)
@@ -147,9 +162,12 @@ def train(model=gin.REQUIRED,
       eval_data=eval_data,
       init_checkpoint=under_exp(init_checkpoint) if init_checkpoint else None,
       config_text=config_path.read_text(),
-      progress=progress)
+      progress=progress,
+      teacher=teacher,
+      teacher_checkpoint=under_exp(teacher_checkpoint) if teacher_checkpoint else None)
   last = result.history[-1] if result.history else {}
-  summary = ', '.join(f'{k}={last[k]:.4g}' for k in ('loss', 'accuracy') if k in last)
+  summary = ', '.join(f'{k}={last[k]:.4g}' for k in ('loss', 'accuracy', 'distill_kl')
+                      if k in last)
   print(f'train: step {int(result.state.step)} in {out_dir}'
         + (f' ({summary})' if summary else ' (already done)'))
   return result

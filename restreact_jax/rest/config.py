@@ -42,7 +42,8 @@ class RestConfig:
       corpus as without it). '': train the vocabulary and every base here.
     seed_finetune: gen 0: the base fine-tuned on the exemplars.
     finetune: a generation's policy fine-tune.
-    distill: a generation's student fine-tunes.
+    distill: a generation's student fine-tunes; its `distill_weight` adds
+      the KL to the generation's policy's distributions (`distillation`).
     student_seed: the students' gen 0 seed fine-tune (None: `seed_finetune`).
     distill_last_only: students are fine-tuned on the last generation's data
       only (from their seed fine-tune), not on every generation's.
@@ -307,6 +308,12 @@ class RestConfig:
         raise errors.UserError(f'rest.{name} needs steps >= 1')
       if settings.average_last < 0:
         raise errors.UserError(f'rest.{name} needs average_last >= 0')
+      if settings.distill_weight and name != 'distill':
+        raise errors.UserError(f'rest.{name}.distill_weight: only the students (rest.distill) '
+                               'have a teacher to distil')
+      if not 0.0 <= settings.distill_weight <= 1.0 or settings.distill_temperature <= 0.0:
+        raise errors.UserError(f'rest.{name} needs 0 <= distill_weight <= 1 and '
+                               'distill_temperature > 0')
 
   def questions_window(self, generation: int) -> tuple[int, int | None]:
     """(first, count) of the unlabeled training questions generation g rolls out."""

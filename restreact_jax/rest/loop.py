@@ -251,17 +251,22 @@ class _Steps:
   # -- training -------------------------------------------------------------
 
   def _train(self, name: str, size: str, task_fn: Callable[[], str], settings: TrainSettings,
-             init: str | None, deps: Sequence[str], extra: Any = None) -> None:
+             init: str | None, deps: Sequence[str], extra: Any = None,
+             teacher: Policy | None = None) -> None:
     def fn(out: pathlib.Path) -> Any:
       task = task_fn()
       init_dir = str(self.root / init) if init else None
       return phases.train(out, model=self.cfg.models[size], task=task, settings=settings,
                           mesh_shape=self.cfg.mesh_shape, init_checkpoint=init_dir,
-                          config_text=self.config_text, progress=self.cfg.progress)
-    self.run(name, fn, output=name, resumable=True, deps=deps,
+                          config_text=self.config_text, progress=self.cfg.progress,
+                          teacher=(self.cfg.models[teacher.size],
+                                   str(self.root / teacher.checkpoint)) if teacher else None)
+    teacher_key = {'teacher': teacher.phase} if teacher and settings.distill_weight else {}
+    self.run(name, fn, output=name, resumable=True,
+             deps=[*deps, *([teacher.phase] if teacher_key else [])],
              config={'model': self.cfg.models[size], 'settings': settings.fingerprint_key(),
                      'init': init,
-                     'extra': extra})
+                     'extra': extra, **teacher_key})
 
   def pretrain(self, size: str) -> None:
     from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
@@ -345,12 +350,16 @@ class _Steps:
     deps = ([f'gen_{h}/mixture' for h in mixtures] + ['vocab', init_phase]
             + (['gen_0/seed'] if cfg.seed_fraction else []))
     settings = cfg.finetune if is_policy else cfg.distill
+    # A student distils its generation's policy (`distill.distill_weight`).
+    teacher = (None if is_policy else
+               self._policy(g, cfg.policy_size, f'gen_{g}/models/{cfg.policy_size}'))
     self._train(name, size, task_fn, settings, f'{init_phase}/checkpoints', deps,
                 extra={'seed_fraction': cfg.seed_fraction,
                        **({'seed_floor': True} if cfg.seed_floor else {}),
                        'rates': dict(cfg.mixture_rates) if cfg.mixture_rates else None,
                        **({} if is_policy else {'weighted_like_policy': True}),
-                       **({'all_generations': True} if mixtures != (g,) else {})})
+                       **({'all_generations': True} if mixtures != (g,) else {})},
+                teacher=teacher)
     return self._policy(g, size, name)
 
   # -- rollouts, ranking, mixture ----------------------------------------------

@@ -53,6 +53,11 @@ class TrainSettings:
       the targets are what the policy must produce either way).
     average_last: hand on the mean of the parameters over the last N steps
       (`averaging.tail_average`; 0: the last step's).
+    distill_weight: a student's share of the loss given to the KL to its
+      teacher's distributions (`distillation`; 0: its teacher's sampled steps
+      only, the paper's self-distillation). Read where a teacher exists: the
+      loop's students.
+    distill_temperature: the temperature of that KL.
   """
   steps: int
   batch_size: int = 16
@@ -69,6 +74,8 @@ class TrainSettings:
   seed: int = 0
   prompt_loss: bool = False
   average_last: int = 0
+  distill_weight: float = 0.0
+  distill_temperature: float = 1.0
 
   def fingerprint_key(self) -> dict[str, Any]:
     """The settings as fingerprinted.
@@ -77,8 +84,10 @@ class TrainSettings:
     set it keep their fingerprints.
     """
     key = dataclasses.asdict(self)
-    if not key['average_last']:
-      del key['average_last']
+    for name, default in (('average_last', 0), ('distill_weight', 0.0),
+                          ('distill_temperature', 1.0)):
+      if key[name] == default:
+        del key[name]
     return key
 
 
@@ -325,7 +334,9 @@ def train_vocabulary(out: pathlib.Path, inputs: Sequence[pathlib.Path],
 
 def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
           task: str, settings: TrainSettings, mesh_shape: Sequence[int],
-          init_checkpoint: str | None, config_text: str, progress: bool) -> dict[str, Any]:
+          init_checkpoint: str | None, config_text: str, progress: bool,
+          teacher: tuple[model_configs.TransformerConfig, str] | None = None
+          ) -> dict[str, Any]:
   """Trains (or resumes training) `model` on a registered task into `model_dir`.
 
   Args:
@@ -337,17 +348,27 @@ def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
     init_checkpoint: start from these params when the run has no checkpoint.
     config_text: the resolved gin config saved in checkpoints.
     progress: show the trainer's tqdm bar.
+    teacher: `(architecture, checkpoint directory)` of the model to distil
+      from when `settings.distill_weight` is set.
 
   Returns:
-    `{"step", "loss", "accuracy", "params_digest"}`.
+    `{"step", "loss", "accuracy", "params_digest"}` (and `distill_kl`).
   """
   from restreact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from restreact_jax import distillation  # pylint: disable=g-import-not-at-top
   from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
   from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
   try:
     mesh = partitioning.make_mesh(tuple(mesh_shape))
   except ValueError as e:
     raise errors.UserError(f'rest.mesh_shape: {e}') from None
+  distill = None
+  if settings.distill_weight:
+    if teacher is None:
+      raise errors.UserError(f'{model_dir.name}: distill_weight is set but this model has no '
+                             'teacher (only the loop\'s students do)')
+    distill = distillation.Teacher(teacher[0], settings.distill_weight,
+                                   settings.distill_temperature)
   data = data_lib.DataConfig(task, dict(settings.task_feature_lengths), settings.batch_size,
                              pack=settings.pack, seed=settings.seed,
                              loss_on_targets_only=not settings.prompt_loss)
@@ -362,10 +383,11 @@ def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
                          keep_checkpoints=settings.keep_checkpoints, z_loss=settings.z_loss,
                          seed=settings.seed),
       model_dir=model_dir, init_checkpoint=init_checkpoint, config_text=config_text,
-      progress=progress)
+      progress=progress, teacher=distill, teacher_checkpoint=teacher[1] if distill else None)
   last = result.history[-1] if result.history else {}
   return {'step': int(result.state.step), 'loss': last.get('loss'),
-          'accuracy': last.get('accuracy'), 'params_digest': params_digest(result.state.params)}
+          'accuracy': last.get('accuracy'), 'params_digest': params_digest(result.state.params),
+          **({'distill_kl': last.get('distill_kl')} if distill else {})}
 
 
 def prune_checkpoint(out: pathlib.Path, teacher_checkpoint: pathlib.Path,
