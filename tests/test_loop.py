@@ -38,6 +38,7 @@ def test_config_validation_names_the_bad_setting():
             'only the students'),
            ({'distill': phases.TrainSettings(steps=5, distill_weight=1.5)},
             'rest.distill needs 0 <= distill_weight <= 1'),
+           ({'finetune': phases.TrainSettings(steps=5, soup=0)}, 'rest.finetune needs soup >= 1'),
            ({'pilot_questions': -1}, 'rest.pilot_questions'),
            ({'snippet_chars': 5}, 'rest.snippet_chars'),
            ({'rollout_num_samples': 0}, 'rest.rollout_num_samples'),

@@ -21,4 +21,5 @@ COMMANDS: dict[str, str] = {
     'evaluate': 'restreact_jax.commands.evaluate:evaluate',
     'bamboogle': 'restreact_jax.commands.bamboogle:bamboogle',
     'report': 'restreact_jax.commands.report:report',
+    'seeds': 'restreact_jax.commands.seeds:seeds',
 }

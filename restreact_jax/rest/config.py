@@ -308,6 +308,8 @@ class RestConfig:
         raise errors.UserError(f'rest.{name} needs steps >= 1')
       if settings.average_last < 0:
         raise errors.UserError(f'rest.{name} needs average_last >= 0')
+      if settings.soup < 1:
+        raise errors.UserError(f'rest.{name} needs soup >= 1')
       if settings.distill_weight and name != 'distill':
         raise errors.UserError(f'rest.{name}.distill_weight: only the students (rest.distill) '
                                'have a teacher to distil')

@@ -58,6 +58,9 @@ class TrainSettings:
       only, the paper's self-distillation). Read where a teacher exists: the
       loop's students.
     distill_temperature: the temperature of that KL.
+    soup: fine-tune this many models from the same start, with data-order
+      seeds `seed, seed + 1, ...`, and hand on the mean of their final
+      parameters (a uniform model soup); 1: one run.
   """
   steps: int
   batch_size: int = 16
@@ -76,6 +79,7 @@ class TrainSettings:
   average_last: int = 0
   distill_weight: float = 0.0
   distill_temperature: float = 1.0
+  soup: int = 1
 
   def fingerprint_key(self) -> dict[str, Any]:
     """The settings as fingerprinted.
@@ -85,7 +89,7 @@ class TrainSettings:
     """
     key = dataclasses.asdict(self)
     for name, default in (('average_last', 0), ('distill_weight', 0.0),
-                          ('distill_temperature', 1.0)):
+                          ('distill_temperature', 1.0), ('soup', 1)):
       if key[name] == default:
         del key[name]
     return key
@@ -352,8 +356,13 @@ def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
       from when `settings.distill_weight` is set.
 
   Returns:
-    `{"step", "loss", "accuracy", "params_digest"}` (and `distill_kl`).
+    `{"step", "loss", "accuracy", "params_digest"}` (and `distill_kl`; with
+    `settings.soup > 1`, `members`: each member's result).
   """
+  if settings.soup > 1:
+    return _train_soup(model_dir, model=model, task=task, settings=settings,
+                       mesh_shape=mesh_shape, init_checkpoint=init_checkpoint,
+                       config_text=config_text, progress=progress, teacher=teacher)
   from restreact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from restreact_jax import distillation  # pylint: disable=g-import-not-at-top
   from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
@@ -388,6 +397,42 @@ def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
   return {'step': int(result.state.step), 'loss': last.get('loss'),
           'accuracy': last.get('accuracy'), 'params_digest': params_digest(result.state.params),
           **({'distill_kl': last.get('distill_kl')} if distill else {})}
+
+
+def _train_soup(model_dir: pathlib.Path, *, settings: TrainSettings, model, **kwargs
+                ) -> dict[str, Any]:
+  """`settings.soup` runs from the same start in `model_dir/soup_<k>`, averaged.
+
+  Each member is an ordinary resumable run with data-order seed
+  `settings.seed + k`; the mean of their final params is saved to
+  `model_dir/checkpoints` at step `settings.steps` (params only, as a pruned
+  checkpoint is), which is what later phases read.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from restreact_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
+  members = []
+  for k in range(settings.soup):
+    member = dataclasses.replace(settings, seed=settings.seed + k, soup=1)
+    members.append(train(model_dir / f'soup_{k}', settings=member, model=model, **kwargs))
+  mesh = partitioning.make_mesh((1, 1), devices=jax.devices()[:1])
+  rules = partitioning.logical_axis_rules(False)
+  total = None
+  for k in range(settings.soup):
+    params = jax.device_get(trainer.load_params(str(model_dir / f'soup_{k}' / 'checkpoints'),
+                                                model, mesh, rules))
+    total = params if total is None else jax.tree.map(np.add, total, params)
+  soup = jax.tree.map(lambda x: (x / settings.soup).astype(x.dtype), total)
+  with checkpoints.Checkpointer(model_dir / 'checkpoints', max_to_keep=1) as ckpt:
+    if ckpt.latest_step() != settings.steps:  # a rerun after a kill may find it saved
+      ckpt.save({'params': soup}, checkpoints.Meta(step=settings.steps, data_position=0,
+                                                   config_gin=kwargs.get('config_text', '')))
+      ckpt.wait()
+  mean = lambda key: (float(np.mean([m[key] for m in members]))  # noqa: E731
+                      if all(m.get(key) is not None for m in members) else None)
+  return {'step': settings.steps, 'loss': mean('loss'), 'accuracy': mean('accuracy'),
+          'params_digest': params_digest(soup), 'members': members}
 
 
 def prune_checkpoint(out: pathlib.Path, teacher_checkpoint: pathlib.Path,
