@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench clean browser full
+.PHONY: demo test venv bench clean browser full seeds
 
 $(STAMP): requirements.txt setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ demo: $(STAMP)
 full: $(STAMP)
 	$(VENV)/bin/restreact rest --gin_file=gin/experiments/full_cpu.gin --gin.EXP_DIR="'runs/full'" $(FULL_ARGS)
 	$(VENV)/bin/restreact rest --gin_file=gin/experiments/full_cpu.gin --gin.EXP_DIR="'runs/full_oracle'" --gin.rest.ranker="'oracle'" $(FULL_ARGS)
+
+# `make demo` on several world seeds (~14 min each on 2 cores), one EXP_DIR
+# each (runs/seed_<N>; a rerun resumes), then `restreact seeds` across them.
+SEEDS ?= 0 7 1 2 3 4 5
+seeds: $(STAMP)
+	for s in $(SEEDS); do \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash launch/local.sh --gin.WORLD_SEED=$$s \
+	    --exp_dir=runs/seed_$$s $(DEMO_ARGS) || exit 1; \
+	done
+	$(VENV)/bin/restreact seeds --exp_dirs="$$(printf 'runs/seed_%s,' $(SEEDS))" --out=runs/seeds.md
 
 test: $(TEST_STAMP) browser
 	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)

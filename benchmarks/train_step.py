@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from restreact_jax import distillation
 from restreact_jax import gin_utils
 from restreact_jax import partitioning
 from restreact_jax import trainer
@@ -59,14 +60,21 @@ def matmul_peak(n: int = 4096, repeats: int = 3) -> float:
 
 
 def make_step(config: configs.TransformerConfig, batch_size: int, seq_len: int,
-              num_microbatches: int) -> Callable[[int], float]:
-  """Compiles the train step; returns `run(n) -> seconds per step` over n steps."""
+              num_microbatches: int, teacher: distillation.Teacher | None = None
+              ) -> Callable[[int], float]:
+  """Compiles the train step; returns `run(n) -> seconds per step` over n steps.
+
+  With `teacher`, the distilling step (`distillation`) with random teacher params.
+  """
   mesh = partitioning.make_mesh((-1, 1))
   rules = partitioning.logical_axis_rules()
-  program = trainer.build_program(
-      config, mesh, rules, trainer.OptimizerConfig(warmup_steps=10, decay_steps=1000),
-      num_microbatches, z_loss=1e-4)
+  optimizer_config = trainer.OptimizerConfig(warmup_steps=10, decay_steps=1000)
+  program = trainer.build_program(config, mesh, rules, optimizer_config, num_microbatches,
+                                  z_loss=1e-4, teacher=teacher)
   holder = {'state': program.init(jax.random.key(0))}
+  extra = () if teacher is None else (trainer.init_state(
+      teacher.config, mesh, rules, jax.random.key(2),
+      trainer.make_optimizer(optimizer_config, 1000)).params,)
   rng = np.random.default_rng(0)
   tokens = rng.integers(3, config.vocab_size, size=(batch_size, seq_len + 1)).astype(np.int32)
   sharding = partitioning.batch_sharding(mesh)
@@ -81,7 +89,7 @@ def make_step(config: configs.TransformerConfig, batch_size: int, seq_len: int,
     state = holder['state']
     start = time.perf_counter()
     for _ in range(steps):
-      state, metrics = program.steps.train(state, batch, key)
+      state, metrics = program.steps.train(state, batch, key, *extra)
     jax.block_until_ready((state, metrics))
     seconds = (time.perf_counter() - start) / steps
     if not np.isfinite(float(metrics['loss'])):

@@ -2,8 +2,9 @@
 
 The step is one pure function of `(state, batch, rng)`: microbatches are
 accumulated inside it with `lax.scan`, the loss is cross-entropy on target
-tokens only (prompt tokens and padding have weight 0) plus an optional z-loss,
-and AdamW applies the update. It is jitted once with explicit shardings for the
+tokens only (prompt tokens and padding have weight 0) plus an optional z-loss
+(and, when distilling, a KL to a fixed teacher's distributions,
+`distillation`), and AdamW applies the update. It is jitted once with explicit shardings for the
 state (derived from the model's logical axis names through
 `restreact_jax.partitioning`) and the batch, and the state is donated.
 
