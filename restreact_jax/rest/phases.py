@@ -399,6 +399,30 @@ def train(model_dir: pathlib.Path, *, model: model_configs.TransformerConfig,
           **({'distill_kl': last.get('distill_kl')} if distill else {})}
 
 
+def _host_params(checkpoint_dir: str | pathlib.Path,
+                 model: model_configs.TransformerConfig) -> Any:
+  """The latest params of a checkpoint directory, as host arrays."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
+  mesh = partitioning.make_mesh((1, 1), devices=jax.devices()[:1])
+  return jax.device_get(trainer.load_params(str(checkpoint_dir), model, mesh,
+                                            partitioning.logical_axis_rules(False)))
+
+
+def _save_params(directory: pathlib.Path, params: Any, step: int, config_gin: str = '') -> None:
+  """Saves `params` alone as a checkpoint at `step` (what `trainer.load_params` reads).
+
+  A directory that already holds `step` is left as it is.
+  """
+  from restreact_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  with checkpoints.Checkpointer(directory, max_to_keep=1) as ckpt:
+    if ckpt.latest_step() != step:
+      ckpt.save({'params': params}, checkpoints.Meta(step=step, data_position=0,
+                                                     config_gin=config_gin))
+      ckpt.wait()
+
+
 def _train_soup(model_dir: pathlib.Path, *, settings: TrainSettings, model, **kwargs
                 ) -> dict[str, Any]:
   """`settings.soup` runs from the same start in `model_dir/soup_<k>`, averaged.
@@ -409,26 +433,17 @@ def _train_soup(model_dir: pathlib.Path, *, settings: TrainSettings, model, **kw
   checkpoint is), which is what later phases read.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from restreact_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
-  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
   members = []
   for k in range(settings.soup):
     member = dataclasses.replace(settings, seed=settings.seed + k, soup=1)
     members.append(train(model_dir / f'soup_{k}', settings=member, model=model, **kwargs))
-  mesh = partitioning.make_mesh((1, 1), devices=jax.devices()[:1])
-  rules = partitioning.logical_axis_rules(False)
   total = None
   for k in range(settings.soup):
-    params = jax.device_get(trainer.load_params(str(model_dir / f'soup_{k}' / 'checkpoints'),
-                                                model, mesh, rules))
+    params = _host_params(model_dir / f'soup_{k}' / 'checkpoints', model)
     total = params if total is None else jax.tree.map(np.add, total, params)
   soup = jax.tree.map(lambda x: (x / settings.soup).astype(x.dtype), total)
-  with checkpoints.Checkpointer(model_dir / 'checkpoints', max_to_keep=1) as ckpt:
-    if ckpt.latest_step() != settings.steps:  # a rerun after a kill may find it saved
-      ckpt.save({'params': soup}, checkpoints.Meta(step=settings.steps, data_position=0,
-                                                   config_gin=kwargs.get('config_text', '')))
-      ckpt.wait()
+  # A rerun after a kill may find the soup saved already.
+  _save_params(model_dir / 'checkpoints', soup, settings.steps, kwargs.get('config_text', ''))
   mean = lambda key: (float(np.mean([m[key] for m in members]))  # noqa: E731
                       if all(m.get(key) is not None for m in members) else None)
   return {'step': settings.steps, 'loss': mean('loss'), 'accuracy': mean('accuracy'),
@@ -444,18 +459,11 @@ def prune_checkpoint(out: pathlib.Path, teacher_checkpoint: pathlib.Path,
     `{"kept_layers", "params", "teacher_params", "params_digest"}`.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from restreact_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from restreact_jax import partitioning  # pylint: disable=g-import-not-at-top
-  from restreact_jax import trainer  # pylint: disable=g-import-not-at-top
   from restreact_jax.models import prune  # pylint: disable=g-import-not-at-top
   prune.check_prunable(teacher, student)
-  mesh = partitioning.make_mesh((1, 1), devices=jax.devices()[:1])
-  params = trainer.load_params(str(teacher_checkpoint), teacher, mesh,
-                               partitioning.logical_axis_rules(False))
-  pruned = prune.prune_params(jax.device_get(params), teacher, student)
-  with checkpoints.Checkpointer(out / 'checkpoints', max_to_keep=1) as ckpt:
-    ckpt.save({'params': pruned}, checkpoints.Meta(step=0, data_position=0, config_gin=''))
-    ckpt.wait()
+  params = _host_params(teacher_checkpoint, teacher)
+  pruned = prune.prune_params(params, teacher, student)
+  _save_params(out / 'checkpoints', pruned, 0)
   count = lambda tree: int(sum(np.size(x) for x in jax.tree.leaves(tree)))  # noqa: E731
   return {'kept_layers': prune.kept_layers(teacher.num_layers, student.num_layers),
           'params': count(pruned), 'teacher_params': count(params),
