@@ -18,6 +18,17 @@ decode work, real logprobs) but the candidate *text* is replaced by
 * `agent_overhead_ms_per_request`: the same rollout with a scripted LLM and
   no engine, per LLM request (the pure agent + search + writing cost);
 * counts (trajectories, ok, failed, LLM requests, searches, tokens).
+
+`--compare` instead times this build's pool against the previous one, side by
+side on the same questions and weights (each warmed up first, then
+`--rounds` alternating timed rollouts): ours submits each agent's request as
+soon as it has one and steps the engine (`llm.can_step`), with prompts padded
+to `decoding.ENGINE_BUCKETS`; the reference waits for every agent of a round
+(`run_pool(stepped=False)`) with power-of-two buckets. Prints
+`stepped_vs_rounds` (the reference's wall time / ours, median and range), the
+slot occupancy of each, whether every candidate has as many tokens on both
+sides, and the largest difference of a token's logprob between them (float
+rounding of differently padded prefills; a different token would show).
 """
 
 from __future__ import annotations
@@ -40,11 +51,59 @@ class PolicyTextOverEngine:
     self.engine = engine
     self.script = script
 
-  def generate(self, requests):
+  def _texts(self, request, samples):
     import dataclasses  # pylint: disable=import-outside-toplevel
-    out = self.engine.generate(requests)
-    return [[dataclasses.replace(s, text=self.script(r, i)) for i, s in enumerate(samples)]
-            for r, samples in zip(requests, out)]
+    return [dataclasses.replace(s, text=self.script(request, i)) for i, s in enumerate(samples)]
+
+  def generate(self, requests):
+    return [self._texts(r, samples) for r, samples in zip(requests, self.engine.generate(requests))]
+
+  # The stepped door (`llm.can_step`), as the engine's.
+  steppable = True
+
+  def submit(self, request):
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+    outer = concurrent.futures.Future()
+    self.engine.submit(request).add_done_callback(
+        lambda f: outer.set_result(self._texts(request, f.result())))
+    return outer
+
+  def step(self):
+    return self.engine.step()
+
+
+def compare(args, run, ours, reference, warm_qs, timed_qs, tmp) -> None:
+  """Ours (stepped) and the reference (rounds) alternate on the same questions."""
+  import statistics  # pylint: disable=import-outside-toplevel
+  sides = {'ours': (ours, True), 'rounds': (reference, False)}
+  for name, (the_llm, stepped) in sides.items():
+    run(warm_qs, 1, the_llm, os.path.join(tmp, f'warm_{name}'), stepped)
+  walls = {name: [] for name in sides}
+  occupancy = {name: [] for name in sides}
+  logprobs = {}
+  for r in range(args.rounds):
+    for name, (the_llm, stepped) in sides.items():
+      the_llm.engine.reset_stats()
+      out = os.path.join(tmp, f'{name}_{r}')
+      stats = run(timed_qs, 2, the_llm, out, stepped)
+      walls[name].append(stats.wall_s)
+      occupancy[name].append(the_llm.engine.stats.slot_occupancy)
+      with open(os.path.join(out, 'shard-00000-of-00001.jsonl'), encoding='utf-8') as f:
+        trajs = sorted((json.loads(line) for line in f), key=lambda t: t['question_id'])
+      logprobs[name] = [c['logprobs'] for t in trajs for s in t['steps'] for c in s['candidates']]
+  ratios = [b / a for a, b in zip(walls['ours'], walls['rounds'])]
+  print(json.dumps({
+      'stepped_vs_rounds': statistics.median(ratios),
+      'ratio_range': [min(ratios), max(ratios)],
+      'wall_s': {k: statistics.median(v) for k, v in walls.items()},
+      'slot_occupancy': {k: statistics.median(v) for k, v in occupancy.items()},
+      # Candidate texts are scripted; a different sampled token would move its
+      # logprob by far more than float rounding.
+      'max_logprob_diff': max((abs(x - y) for a, b in zip(logprobs['ours'], logprobs['rounds'])
+                               for x, y in zip(a, b)), default=0.0),
+      'same_lengths': [len(a) for a in logprobs['ours']] == [len(b) for b in logprobs['rounds']],
+      'trajectories': len(timed_qs),
+  }))
 
 
 def main() -> None:
@@ -54,12 +113,18 @@ def main() -> None:
   parser.add_argument('--samples', type=int, default=4)
   parser.add_argument('--slots', type=int, default=32)
   parser.add_argument('--max_tokens', type=int, default=32)
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='alternating timed rollouts of each side in --compare')
+  parser.add_argument('--compare', action='store_true',
+                      help='this build (stepped pool, fine prefill buckets) against the '
+                      'round-by-round pool with power-of-two buckets, side by side')
   args = parser.parse_args()
 
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import seqio  # pylint: disable=import-outside-toplevel
+  from restreact_jax import decoding  # pylint: disable=import-outside-toplevel
   from restreact_jax.agent import backends, prompts  # pylint: disable=import-outside-toplevel
   from restreact_jax.agent import rollout as rollout_lib  # pylint: disable=import-outside-toplevel
   from restreact_jax.agent.agent import AgentConfig  # pylint: disable=import-outside-toplevel
@@ -89,11 +154,17 @@ def main() -> None:
   llm = PolicyTextOverEngine(engine, script)
   prompter = prompts.Prompter(None, 0)
 
-  def run(qs, seed, the_llm, out):
+  def run(qs, seed, the_llm, out, stepped=None):
     config = AgentConfig(num_samples=args.samples, max_tokens=args.max_tokens, max_searches=3,
                          base_seed=seed)
     return rollout_lib.rollout(the_llm, tool, qs, out_dir=out, prompter=prompter,
-                               config=config, show_progress=not args.json)
+                               config=config, show_progress=not args.json, stepped=stepped)
+
+  if args.compare:
+    compare(args, run, llm, PolicyTextOverEngine(backends.jax_backend(
+        cfg, vocab=vocab, params=params, num_slots=args.slots, truncate_prompts=True,
+        prefill_buckets=decoding.DEFAULT_BUCKETS), script), warm_qs, timed_qs, tmp)
+    return
 
   run(warm_qs, 1, llm, os.path.join(tmp, 'warm'))
   engine.reset_stats()

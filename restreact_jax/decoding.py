@@ -59,6 +59,23 @@ FINISH_NAMES = {FINISH_EOS: 'eos', FINISH_LENGTH: 'length'}
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
+def bucket_grid(low: int = 16, high: int = 8192, per_octave: int = 4) -> tuple[int, ...]:
+  """Lengths from `low` to `high`, `per_octave` evenly spaced per doubling.
+
+  The engine pads prompts to this grid (16, 20, 24, 28, 32, 40, ...): a
+  prompt costs at most ~1/`per_octave` more than its length, where powers
+  of two cost up to 2x, for `per_octave` times as many compiled shapes.
+  """
+  out, octave = set(), low
+  while octave < high:
+    out.update(octave + octave * i // per_octave for i in range(per_octave))
+    octave *= 2
+  return tuple(sorted(b for b in out | {high} if b <= high))
+
+
+ENGINE_BUCKETS = bucket_grid()
+
+
 # ----------------------------------------------------------------------------
 # Sampling functions.
 # ----------------------------------------------------------------------------

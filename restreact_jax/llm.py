@@ -3,16 +3,19 @@
 Everything that calls a language model (the agent's five steps, the LLM ranker,
 the auto-eval judge) speaks this interface. Implementations: the JAX
 continuous-batching engine (`restreact_jax.engine`) and an OpenAI-compatible
-HTTP endpoint (`restreact_jax.agent.backends`). Log-probs are always under the
+HTTP endpoint (`restreact_jax.agent.backends`). An LLM that can also take
+requests one at a time and be driven by its caller (`SteppedLLM`, the
+engine) lets a rollout keep every decode slot busy (`can_step`). Log-probs are always under the
 *unscaled* model distribution (no temperature / top-k / top-p; a request's
 grammar mask excepted), so perplexity compares candidates fairly.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from restreact_jax import errors
 from restreact_jax import grammar
@@ -107,3 +110,22 @@ class LLM(Protocol):
   def generate(self, requests: Sequence[SamplingRequest]) -> list[list[Sample]]:
     """Returns, for each request, its `n` samples in order."""
     ...
+
+
+class SteppedLLM(LLM, Protocol):
+  """An `LLM` whose caller submits requests one by one and drives it."""
+
+  steppable: bool
+
+  def submit(self, request: SamplingRequest) -> concurrent.futures.Future:
+    """Queues a request; the future resolves to its `n` samples."""
+    ...
+
+  def step(self) -> int:
+    """Does a unit of work on what is queued; returns the samples finished."""
+    ...
+
+
+def can_step(llm: Any) -> bool:
+  """Whether `llm` is a `SteppedLLM` (says so with `steppable = True`)."""
+  return bool(getattr(llm, 'steppable', False))

@@ -252,3 +252,15 @@ def test_prefix_tokenization_is_prefix_plus_rest():
   p = decoding.prepare(VOCAB, req, max_len=MAX_LEN)
   assert p.tokens[:len(p.prefix_tokens)] == p.prefix_tokens
   assert VOCAB.decode(p.tokens[1:]) == 'shared part|own'
+
+
+def test_bucket_grid_pads_by_at_most_a_quarter():
+  grid = decoding.bucket_grid(16, 1024)
+  assert grid[:9] == (16, 20, 24, 28, 32, 40, 48, 56, 64) and grid[-1] == 1024
+  assert decoding.ENGINE_BUCKETS == decoding.bucket_grid()
+  for n in range(16, 1025):
+    b = decoding.bucket(n, grid)
+    assert n <= b <= 1.25 * n
+  # Past the grid a length is its own bucket; a grid may end off an octave.
+  assert decoding.bucket(2000, grid) == 2000
+  assert decoding.bucket_grid(16, 40) == (16, 20, 24, 28, 32, 40)

@@ -178,6 +178,41 @@ def test_submit_and_run(params):
   assert len(futures[1].result()[0].tokens) == 3
 
 
+def test_step_drives_requests_submitted_between_steps(params, reference):
+  reqs = mixed_requests()
+  eng = make_engine(params)
+  assert eng.steppable and llm.can_step(eng)
+  assert not eng.busy and eng.step() == 0
+  futures, finished = [eng.submit(r) for r in reqs[:2]], 0
+  for r in reqs[2:]:  # one more request after every step, as the rollout pool does
+    finished += eng.step()
+    futures.append(eng.submit(r))
+  while eng.busy:
+    finished += eng.step()
+  assert all(f.done() for f in futures)
+  assert_same([f.result() for f in futures], reference(reqs))
+  assert finished == eng.stats.samples == sum(r.n for r in reqs)
+
+
+def test_prefill_batches_are_powers_of_two_shortest_first(params, reference):
+  reqs = [llm.SamplingRequest('p' * (5 + 11 * ((3 * k) % 7)), temperature=0.7, max_tokens=4,
+                              stop=(), seed=k) for k in range(7)]
+  eng = make_engine(params, num_slots=8)
+  batches = []
+  prefill = eng._prefill  # pylint: disable=protected-access
+
+  def recording(works):
+    batches.append([len(w.prepared.tokens) for w in works])
+    prefill(works)
+
+  eng._prefill = recording  # pylint: disable=protected-access
+  assert_same(eng.generate(reqs), reference(reqs))
+  # Seven prompts in one fill: 4 + 2 + 1, each batch of similar lengths.
+  assert [len(b) for b in batches] == [4, 2, 1]
+  flat = [n for b in batches for n in b]
+  assert flat == sorted(flat) == sorted(len(r.prompt) + 1 for r in reqs)
+
+
 def test_bad_input_is_rejected_and_loses_nothing(params):
   eng = make_engine(params)
   good = llm.SamplingRequest('fine', temperature=0.0, max_tokens=4, stop=())

@@ -1,7 +1,10 @@
 """Tests for name masking (agent/name_masking.py) and its use in the loop's phases."""
 
+import concurrent.futures
 import json
 import random
+
+import pytest
 
 from restreact_jax import llm as llm_lib
 from restreact_jax.agent import name_masking
@@ -99,3 +102,49 @@ def test_the_worlds_years_are_masked_like_names(tmp_path):
   names_only = name_masking.from_world(tmp_path, years=False)
   assert names_only.mask(text, names_only.table(text)).endswith('in @2 in 1958, not in 19580 or 1959.')
   assert phases.entity_symbols(world / 'entities.jsonl') == ['Fafa Losene', 'Kipa', '1958']
+
+
+class _SteppedEcho(_Echo):
+  """`_Echo` behind the stepped door: each `step` answers one queued request."""
+
+  steppable = True
+
+  def __init__(self, fail=False):
+    super().__init__()
+    self.queue, self.fail = [], fail
+
+  def submit(self, request):
+    future = concurrent.futures.Future()
+    self.queue.append((request, future))
+    return future
+
+  def step(self):
+    request, future = self.queue.pop(0)
+    if self.fail:
+      future.set_exception(RuntimeError('engine died'))
+    else:
+      future.set_result(self.generate([request])[0])
+    return 1
+
+
+def test_masked_llm_passes_the_stepped_door_through():
+  masker = name_masking.NameMasker(NAMES)
+  assert not name_masking.MaskedLLM(_Echo(), masker).steppable
+  inner = _SteppedEcho()
+  wrapped = name_masking.MaskedLLM(inner, masker)
+  assert wrapped.steppable and llm_lib.can_step(wrapped)
+  prompts = ['Q: Who founded Namar Foods?\nFafa Losene founded Namar Foods',
+             'Q: Where?\nIn Namar Foods']
+  futures = [wrapped.submit(llm_lib.SamplingRequest(prompt=p)) for p in prompts]
+  assert not any(f.done() for f in futures)
+  assert wrapped.step() == 1 and futures[0].done() and not futures[1].done()
+  wrapped.step()
+  assert [s.text for f in futures for s in f.result()] == [
+      'Fafa Losene founded Namar Foods', 'In Namar Foods']
+  assert [r.prompt.splitlines()[-1] for r in inner.seen] == ['@2 founded @1', 'In @1']
+  # The inner future's failure reaches the caller.
+  failing = name_masking.MaskedLLM(_SteppedEcho(fail=True), masker)
+  future = failing.submit(llm_lib.SamplingRequest(prompt='x'))
+  failing.step()
+  with pytest.raises(RuntimeError, match='engine died'):
+    future.result()

@@ -1,10 +1,12 @@
 """Tests for agent/rollout.py: pooling, determinism, shards, resuming."""
 
+import concurrent.futures
 import json
 
 import pytest
 
 from restreact_jax import errors
+from restreact_jax import llm as llm_lib
 from restreact_jax.agent import prompts
 from restreact_jax.agent import rollout as rollout_lib
 from restreact_jax.agent.agent import AgentConfig
@@ -50,6 +52,62 @@ def test_pooled_equals_one_at_a_time():
   assert statuses == {'ok', 'failed'}
   assert stats_pool.ok + stats_pool.failed == stats_pool.trajectories == 60
   assert 0.0 < stats_pool.outside_engine_fraction < 1.0
+
+
+class SteppedScriptedLLM(ScriptedLLM):
+  """`ScriptedLLM` behind the stepped door, finishing requests out of order.
+
+  Each `step` answers every third queued request (rotating which), so an
+  agent submitted later often finishes earlier.
+  """
+
+  steppable = True
+
+  def __init__(self, script):
+    super().__init__(script)
+    self.queue, self.steps = [], 0
+
+  def submit(self, request):
+    future = concurrent.futures.Future()
+    self.queue.append((request, future))
+    return future
+
+  def step(self):
+    self.steps += 1
+    due = [item for i, item in enumerate(self.queue) if i % 3 == self.steps % 3]
+    self.queue = [item for item in self.queue if item not in due]
+    for request, future in due:
+      future.set_result(self.generate([request])[0])
+    return len(due)
+
+
+def test_stepped_pool_equals_rounds():
+  stats_rounds, rounds, _ = _run(max_concurrent=16)
+  llm = SteppedScriptedLLM(synthetic_policy(garbage_prob=0.7))
+  stepped = []
+  stats = rollout_lib.rollout(
+      llm, FakeSearch(), QUESTIONS, out_dir=None, prompter=prompts.Prompter('world', 1),
+      config=AgentConfig(num_samples=4, max_searches=4, max_attempts=2, base_seed=5),
+      repeats=2, max_concurrent=16, show_progress=False, collect=stepped)
+  key = lambda t: t.key  # noqa: E731
+  assert [_comparable(t) for t in sorted(stepped, key=key)] == [
+      _comparable(t) for t in sorted(rounds, key=key)]
+  # Really stepped: one request per call, many steps, a different finishing order.
+  assert llm.calls == stats.llm_requests == stats_rounds.llm_requests
+  assert stats.llm_batches == llm.steps > stats_rounds.llm_batches
+  assert [t.key for t in stepped] != [t.key for t in rounds]
+  assert stats.trajectories == 60 and stats.max_llm_batch <= 16
+  # The same LLM can still be driven round by round.
+  again = []
+  rollout_lib.run_pool(SteppedScriptedLLM(synthetic_policy(garbage_prob=0.7)), FakeSearch(),
+                       (rollout_lib.Agent(q['question'], prompter=prompts.Prompter('world', 1),
+                                          config=AgentConfig(num_samples=4, max_searches=4,
+                                                             max_attempts=2, base_seed=5),
+                                          question_id=q['id'], repeat=0)
+                        for q in QUESTIONS[:5]),
+                       on_finished=again.append, stepped=False)
+  assert [_comparable(t) for t in sorted(again, key=key)] == [
+      _comparable(t) for t in sorted(rounds, key=key) if t.repeat == 0][:5]
 
 
 def test_shards_are_written_and_valid(tmp_path):
@@ -138,12 +196,25 @@ def test_real_rollout_with_a_tiny_random_jax_model(tmp_path):
   params = nn.unbox(transformer.Transformer(cfg).init(
       jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params'])
   engine = jax_backend(cfg, vocab=vocab, params=params, num_slots=32)
+  assert llm_lib.can_step(engine)
   questions = [{'id': f'r{i}', 'question': f'Where was person {i} born?'} for i in range(50)]
   stats = rollout_lib.rollout(
       engine, FakeSearch(), questions, out_dir=tmp_path, prompter=prompts.Prompter(None, 0),
       config=AgentConfig(num_samples=2, max_tokens=16, max_attempts=2), show_progress=False)
   assert stats.trajectories == 50 and stats.ok + stats.failed == 50
   assert stats.generated_tokens > 0 and stats.llm_s > 0
+  # Stepped (the default for the engine) and round by round give the same
+  # trajectories: a sample does not depend on what shares its batch.
+  assert not engine.busy and engine.step() == 0
+  rounds = []
+  rollout_lib.run_pool(engine, FakeSearch(), (
+      rollout_lib.Agent(q['question'], prompter=prompts.Prompter(None, 0),
+                        config=AgentConfig(num_samples=2, max_tokens=16, max_attempts=2),
+                        question_id=q['id']) for q in questions), on_finished=rounds.append,
+      stepped=False)
+  shard = read_jsonl(str(tmp_path / 'shard-00000-of-00001.jsonl'))
+  stepped = {t.key: _comparable(t) for t in shard}
+  assert {t.key: _comparable(t) for t in rounds} == stepped
   trajs = read_jsonl(str(tmp_path / 'shard-00000-of-00001.jsonl'))
   assert sorted(t.question_id for t in trajs) == sorted(q['id'] for q in questions)
   for t in trajs:

@@ -21,6 +21,7 @@ written, so a query or answer built on it fails honestly.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import pathlib
@@ -83,17 +84,45 @@ class MaskedLLM:
   llm: llm_lib.LLM
   masker: NameMasker
 
+  def _masked(self, request: llm_lib.SamplingRequest
+              ) -> tuple[llm_lib.SamplingRequest, Mapping[str, str]]:
+    table = self.masker.table(request.prompt)
+    prompt = self.masker.mask(request.prompt, table)
+    prefix = self.masker.mask(request.prefix, table)
+    return dataclasses.replace(request, prompt=prompt,
+                               prefix=prefix if prompt.startswith(prefix) else ''), table
+
+  def _unmasked(self, samples: Sequence[llm_lib.Sample],
+                table: Mapping[str, str]) -> list[llm_lib.Sample]:
+    return [dataclasses.replace(s, text=self.masker.unmask(s.text, table)) for s in samples]
+
   def generate(self, requests: Sequence[llm_lib.SamplingRequest]) -> list[list[llm_lib.Sample]]:
-    tables = [self.masker.table(r.prompt) for r in requests]
-    masked = []
-    for r, table in zip(requests, tables):
-      prompt = self.masker.mask(r.prompt, table)
-      prefix = self.masker.mask(r.prefix, table)
-      masked.append(dataclasses.replace(
-          r, prompt=prompt, prefix=prefix if prompt.startswith(prefix) else ''))
-    out = self.llm.generate(masked)
-    return [[dataclasses.replace(s, text=self.masker.unmask(s.text, table)) for s in samples]
-            for samples, table in zip(out, tables)]
+    masked, tables = zip(*(self._masked(r) for r in requests)) if requests else ((), ())
+    out = self.llm.generate(list(masked))
+    return [self._unmasked(samples, table) for samples, table in zip(out, tables)]
+
+  # The stepped door (`llm.can_step`) when the wrapped LLM has it.
+
+  @property
+  def steppable(self) -> bool:
+    return llm_lib.can_step(self.llm)
+
+  def submit(self, request: llm_lib.SamplingRequest) -> concurrent.futures.Future:
+    masked, table = self._masked(request)
+    inner = self.llm.submit(masked)
+    outer: concurrent.futures.Future = concurrent.futures.Future()
+
+    def done(f: concurrent.futures.Future) -> None:
+      if f.exception() is not None:
+        outer.set_exception(f.exception())
+      else:
+        outer.set_result(self._unmasked(f.result(), table))
+
+    inner.add_done_callback(done)
+    return outer
+
+  def step(self) -> int:
+    return self.llm.step()
 
 
 def world_symbols(entities: Iterable[Mapping[str, object]], years: bool = True) -> list[str]:

@@ -1,9 +1,11 @@
 """Pooled rollouts: many agents share one LLM and one search tool.
 
-Each round gathers the pending request of every live agent: all searches go to
-the tool in one batched `SearchTool.search` call (per `k`), then all LLM calls,
-including those the searches just unlocked, go to one `LLM.generate` (the
-engine batches them continuously). Finished trajectories stream to
+Each turn gathers the pending request of every live agent: all searches go to
+the tool in one batched `SearchTool.search` call (per `k`), then the LLM calls,
+including those the searches just unlocked. A stepped LLM (the engine) gets
+each call as soon as its agent has it and is driven one step per turn, so no
+agent waits for another's samples; any other LLM gets the turn's calls in one
+`LLM.generate`. Finished trajectories stream to
 `shard-{process_index:05d}-of-{process_count:05d}.jsonl` under the output
 directory, one JSON object per line, as soon as they finish.
 
@@ -30,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import tqdm
 
 from restreact_jax import errors
+from restreact_jax import llm as llm_lib
 from restreact_jax.agent import prompts
 from restreact_jax.agent.agent import Agent, AgentConfig, Chooser, Finished, LLMCall, SearchCall
 from restreact_jax.agent.trajectory import Trajectory
@@ -137,7 +140,9 @@ class RolloutStats:
   """What a rollout did and where the time went.
 
   `outside_engine_fraction` is the share of wall time not spent inside
-  `LLM.generate` (agent Python, parsing, search, writing).
+  the LLM (`LLM.generate`, or a stepped LLM's `step`): agent Python,
+  parsing, search, writing. `llm_batches` counts those calls and
+  `max_llm_batch` the most requests one of them had (stepped: in flight).
   """
   trajectories: int = 0
   ok: int = 0
@@ -172,8 +177,17 @@ class RolloutStats:
 def run_pool(llm: LLM, search_tool: SearchTool | None, agents: Iterable[Agent], *,
              on_finished: Callable[[Trajectory], None], max_concurrent: int = 512,
              stats: RolloutStats | None = None,
-             progress: tqdm.tqdm | None = None) -> RolloutStats:
-  """Drives agents to completion, pooling their requests round by round.
+             progress: tqdm.tqdm | None = None, stepped: bool | None = None) -> RolloutStats:
+  """Drives agents to completion, pooling their requests.
+
+  Each turn finishes what is done, admits new agents, runs the pending
+  searches (batched per `k`) and hands the LLM calls over. With a stepped LLM
+  (`llm.can_step`, the engine) each call is submitted as soon as its agent
+  has it and the turn ends with one `step` of the engine, so an agent goes on
+  as soon as its own samples are done; otherwise the turn's calls go to one
+  `generate` and every agent waits for the slowest of the round. Both give
+  the same trajectories (seeds come from the trajectory's coordinates and a
+  sample does not depend on its batch), finished in a different order.
 
   Args:
     llm: the model.
@@ -183,30 +197,40 @@ def run_pool(llm: LLM, search_tool: SearchTool | None, agents: Iterable[Agent], 
     max_concurrent: live agents at most.
     stats: accumulated into (a new one if None).
     progress: a tqdm bar to advance per finished trajectory.
+    stepped: submit-and-step (True) or round by round (False); default
+      whichever the LLM supports.
 
   Returns:
     The stats.
   """
   stats = stats if stats is not None else RolloutStats()
+  stepped = llm_lib.can_step(llm) if stepped is None else stepped
   source: Iterator[Agent] = iter(agents)
   live: dict[int, tuple[Agent, Any]] = {}
+  in_flight: dict[int, tuple[Any, float]] = {}  # stepped: slot -> (future, submitted at)
   next_slot = 0
   exhausted = False
   start = time.perf_counter()
 
-  def finish(slot: int, request: Finished) -> None:
-    del live[slot]
-    traj = request.trajectory
-    stats.trajectories += 1
-    if traj.status == 'ok':
-      stats.ok += 1
-    else:
-      stats.failed += 1
-    on_finished(traj)
-    if progress is not None:
-      progress.update(1)
+  def advance(slot: int, result: Any, elapsed_s: float) -> None:
+    agent = live[slot][0]
+    live[slot] = (agent, agent.next(result, elapsed_s))
+
+  def took(samples: Sequence[Any]) -> None:
+    stats.samples += len(samples)
+    stats.generated_tokens += sum(len(s.logprobs) for s in samples)
 
   while True:
+    for slot in [s for s, (_, req) in live.items() if isinstance(req, Finished)]:
+      traj = live.pop(slot)[1].trajectory
+      stats.trajectories += 1
+      if traj.status == 'ok':
+        stats.ok += 1
+      else:
+        stats.failed += 1
+      on_finished(traj)
+      if progress is not None:
+        progress.update(1)
     while not exhausted and len(live) < max_concurrent:
       agent = next(source, None)
       if agent is None:
@@ -217,7 +241,7 @@ def run_pool(llm: LLM, search_tool: SearchTool | None, agents: Iterable[Agent], 
     if not live:
       break
 
-    # Searches first: the summaries they unlock join this round's LLM batch.
+    # Searches first: the summaries they unlock join this turn's LLM calls.
     by_k: dict[int, list[int]] = collections.defaultdict(list)
     for slot, (_, req) in live.items():
       if isinstance(req, SearchCall):
@@ -231,30 +255,42 @@ def run_pool(llm: LLM, search_tool: SearchTool | None, agents: Iterable[Agent], 
       stats.search_s += dt
       stats.searches += len(slots)
       for slot, slot_hits in zip(slots, hits):
-        agent = live[slot][0]
-        live[slot] = (agent, agent.next(slot_hits, dt))
+        advance(slot, slot_hits, dt)
 
-    llm_slots = [s for s, (_, req) in live.items() if isinstance(req, LLMCall)]
-    if llm_slots:
+    llm_slots = [s for s, (_, req) in live.items()
+                 if isinstance(req, LLMCall) and s not in in_flight]
+    stats.llm_requests += len(llm_slots)
+    if stepped:
+      now = time.perf_counter()
+      for slot in llm_slots:
+        in_flight[slot] = (llm.submit(live[slot][1].request), now)
+      if not in_flight:
+        continue
+      stats.max_llm_batch = max(stats.max_llm_batch, len(in_flight))
+      t0 = time.perf_counter()
+      llm.step()
+      now = time.perf_counter()
+      stats.llm_s += now - t0
+      stats.llm_batches += 1
+      for slot in [s for s, (f, _) in in_flight.items() if f.done()]:
+        future, submitted = in_flight.pop(slot)
+        samples = future.result()
+        took(samples)
+        advance(slot, samples, now - submitted)
+    elif llm_slots:
       batch = [live[s][1].request for s in llm_slots]
       t0 = time.perf_counter()
       outputs = llm.generate(batch)
       dt = time.perf_counter() - t0
       stats.llm_s += dt
       stats.llm_batches += 1
-      stats.llm_requests += len(batch)
       stats.max_llm_batch = max(stats.max_llm_batch, len(batch))
       for slot, samples in zip(llm_slots, outputs):
-        stats.samples += len(samples)
-        stats.generated_tokens += sum(len(s.logprobs) for s in samples)
-        agent = live[slot][0]
-        live[slot] = (agent, agent.next(samples, dt))
-      if progress is not None and stats.llm_s > 0:
-        progress.set_postfix(tok_s=f'{stats.generated_tokens / stats.llm_s:.0f}',
-                             live=len(live), refresh=False)
-
-    for slot in [s for s, (_, req) in live.items() if isinstance(req, Finished)]:
-      finish(slot, live[slot][1])
+        took(samples)
+        advance(slot, samples, dt)
+    if progress is not None and stats.llm_s > 0:
+      progress.set_postfix(tok_s=f'{stats.generated_tokens / stats.llm_s:.0f}',
+                           live=len(live), refresh=False)
 
   stats.wall_s += time.perf_counter() - start
   return stats
@@ -265,7 +301,7 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
             config: AgentConfig = AgentConfig(), repeats: int = 1, process_index: int = 0,
             process_count: int = 1, max_concurrent: int = 512, show_progress: bool = True,
             collect: list[Trajectory] | None = None,
-            chooser: Chooser | None = None) -> RolloutStats:
+            chooser: Chooser | None = None, stepped: bool | None = None) -> RolloutStats:
   """Rolls out `repeats` trajectories per question of this process's shard.
 
   Args:
@@ -283,6 +319,7 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
     collect: if given, finished trajectories are appended to it too.
     chooser: which candidate each step continues with (default: the lowest
       perplexity; `feedback.guided.RankerChooser` for a ranker's pick).
+    stepped: see `run_pool` (default: stepped when the LLM can be).
 
   Returns:
     `RolloutStats` of this run (skipped = already in the shard).
@@ -330,7 +367,7 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
                   disable=not show_progress, dynamic_ncols=True)
   try:
     run_pool(llm, search_tool, agents(), on_finished=on_finished,
-             max_concurrent=max_concurrent, stats=stats, progress=bar)
+             max_concurrent=max_concurrent, stats=stats, progress=bar, stepped=stepped)
   finally:
     bar.close()
     if shard is not None:
