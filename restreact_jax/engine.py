@@ -405,31 +405,24 @@ class Engine:
       with self._context():
         self._fill()
         return self._decode_chunk()
-    except BaseException as e:
+    except BaseException as e:  # fail every waiting future instead of hanging callers
       self._fail_all(e)
       raise
 
   def run(self) -> None:
-    """Decodes until every queued request is finished."""
+    """Decodes until every queued request is finished (`step` until idle)."""
     bar = None
     if self.progress:
       bar = tqdm.tqdm(desc='sample', unit='sample', dynamic_ncols=True, leave=False)
     try:
-      with self._context():
-        while True:
-          if not self.busy:
-            return
-          self._fill()
-          finished = self._decode_chunk()
-          if bar is not None:
-            with self._lock:
-              waiting = len(self._queue)
-            active = sum(s is not None for s in self._slots)
-            bar.total = bar.n + finished + waiting + active  # requests may keep arriving
-            bar.update(finished)
-    except BaseException as e:  # fail every waiting future instead of hanging callers
-      self._fail_all(e)
-      raise
+      while self.busy:
+        finished = self.step()
+        if bar is not None:
+          with self._lock:
+            waiting = len(self._queue)
+          active = sum(s is not None for s in self._slots)
+          bar.total = bar.n + finished + waiting + active  # requests may keep arriving
+          bar.update(finished)
     finally:
       if bar is not None:
         bar.close()
@@ -491,16 +484,18 @@ class Engine:
     jax.block_until_ready(self._state.logits_BxV)
     self.stats.prefill_s += time.perf_counter() - start
 
+  def _wants_pool(self, work: _Work) -> bool:
+    """Whether `work`'s prefix is one to keep in the prefix pool."""
+    return self.reuse_prefixes and len(work.prepared.prefix_tokens) >= 2
+
   def _suffix_length(self, work: _Work) -> int:
     """Tokens `_prefill` will feed for `work` if its prefix is in the pool."""
-    prefix = len(work.prepared.prefix_tokens)
-    pooled = self.reuse_prefixes and prefix >= 2
-    return len(work.prepared.tokens) - (prefix - 1 if pooled else 0)
+    cut = len(work.prepared.prefix_tokens) - 1 if self._wants_pool(work) else 0
+    return len(work.prepared.tokens) - cut
 
   def _prefill(self, works: list[_Work]) -> None:
     """Prefills the prompts of `works` (in one batch); each keeps its row."""
-    wanted = [w.prepared.prefix_tokens for w in works
-              if self.reuse_prefixes and len(w.prepared.prefix_tokens) >= 2]
+    wanted = [w.prepared.prefix_tokens for w in works if self._wants_pool(w)]
     pooled = self._ensure_prefixes(wanted)
     use_pool = [w.prepared.prefix_tokens in pooled for w in works]
     suffixes, pool_rows = [], []

@@ -5,8 +5,8 @@ the auto-eval judge) speaks this interface. Implementations: the JAX
 continuous-batching engine (`restreact_jax.engine`) and an OpenAI-compatible
 HTTP endpoint (`restreact_jax.agent.backends`). An LLM that can also take
 requests one at a time and be driven by its caller (`SteppedLLM`, the
-engine) lets a rollout keep every decode slot busy (`can_step`). Log-probs are always under the
-*unscaled* model distribution (no temperature / top-k / top-p; a request's
+engine) lets a rollout keep every decode slot busy (`can_step`). Log-probs
+are always under the *unscaled* model distribution (no temperature / top-k / top-p; a request's
 grammar mask excepted), so perplexity compares candidates fairly.
 """
 
