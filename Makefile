@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Test files run on this many processes (pytest-xdist, one file per process at a
+# time, so a module's fixtures are built once).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test venv bench clean browser full seeds
 
@@ -44,7 +47,7 @@ seeds: $(STAMP)
 	$(VENV)/bin/restreact seeds --exp_dirs="$$(printf 'runs/seed_%s,' $(SEEDS))" --out=runs/seeds.md
 
 test: $(TEST_STAMP) browser
-	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
 
 # Headless Chromium for tests/test_report_browser.py (it skips without one).
 # Idempotent: installs Debian's chromium only when it is missing and we are root.
