@@ -77,6 +77,19 @@ def test_ties_and_no_spread_do_not_fake_significance(tmp_path):
   assert seeds.as_json(result)['steps'][0]['t_p'] is None
 
 
+def test_equal_accuracies_in_float_noise_are_a_tie(tmp_path):
+  # 37 of 240 right at gen 0 and at gen 1, as two summaries of one loop held them.
+  noisy = {0: {'p': (15.416666666666664, 1.8)}, 1: {'p': (15.416666666666666, 0.6)}}
+  assert noisy[0]['p'][0] != noisy[1]['p'][0]
+  other = {0: {'p': (10.0, 0.0)}, 1: {'p': (12.0, 0.0)}}
+  result = seeds.compare([seeds.read_run(_write(tmp_path / f's{k}', k, t))
+                          for k, t in ((0, noisy), (1, other))])
+  (step,) = result['steps']
+  assert step.diffs[0] == 0.0 and step.improved == 1
+  # The tie is left out of the sign test: one of one improved.
+  assert step.sign_p == pytest.approx(0.5)
+
+
 def test_bad_inputs_name_the_problem(tmp_path, runs):
   with pytest.raises(errors.UserError, match='not found'):
     seeds.read_run(tmp_path / 'nowhere')

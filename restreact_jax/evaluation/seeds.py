@@ -91,7 +91,10 @@ class Step:
 
 def _step(name: str, before: Sequence[tuple[float, float]],
           after: Sequence[tuple[float, float]]) -> Step:
-  diffs = np.array([a[0] - b[0] for a, b in zip(after, before)])
+  # Accuracies are means of run accuracies (k/n · 100): two equal ones can
+  # differ in the last bits (15.416666666666664 vs ...666), which must count
+  # as a tie, not a step.
+  diffs = np.round(np.array([a[0] - b[0] for a, b in zip(after, before)]), 9)
   improved = int(np.sum(diffs > 0))
   untied = int(np.sum(diffs != 0))
   sign_p = float(scipy.stats.binomtest(improved, untied, 0.5, alternative='greater').pvalue
