@@ -44,31 +44,7 @@ if ! command -v "${RESTREACT}" >/dev/null 2>&1 && [[ -x "${ROOT}/.venv/bin/restr
   RESTREACT="${ROOT}/.venv/bin/restreact"
 fi
 
-COMMAND=rest
-# --- Fallback while the pipeline is being assembled (remove once `rest` exists) ---
-# `restreact --help` lists the registered commands; if `rest` is not among them,
-# run the largest pipeline that is.
-if [[ "${RESTREACT_SKIP_FALLBACK:-0}" != 1 ]]; then
-  COMMANDS_LINE="$("${RESTREACT}" --help 2>&1 | sed -n 's/^commands: //p' || true)"
-  if [[ " ${COMMANDS_LINE//,/ } " != *" rest "* ]]; then
-    COMMAND=""
-    for candidate in generation rollout seed finetune pretrain train search world; do
-      if [[ " ${COMMANDS_LINE//,/ } " == *" ${candidate} "* ]]; then
-        COMMAND="${candidate}"
-        break
-      fi
-    done
-    if [[ -z "${COMMAND}" ]]; then
-      echo "launch/local.sh: error: no pipeline command is registered" \
-        "(restreact knows: ${COMMANDS_LINE:-nothing})" >&2
-      exit 2
-    fi
-    echo "launch/local.sh: 'rest' is not registered yet; running '${COMMAND}'" >&2
-  fi
-fi
-# --- end of fallback ---
-
-CMD=("${RESTREACT}" "${COMMAND}" "--gin_file=${GIN_FILE}" "--gin.EXP_DIR=\"${EXP_DIR}\"")
+CMD=("${RESTREACT}" rest "--gin_file=${GIN_FILE}" "--gin.EXP_DIR=\"${EXP_DIR}\"")
 if ((${#EXTRA[@]})); then
   CMD+=("${EXTRA[@]}")
 fi

@@ -22,16 +22,12 @@ LAUNCH = ROOT / 'launch'
 SCRIPTS = ('local.sh', 'tpu_pod.sh', 'gpu.sh')
 
 # A stand-in executable: appends {"argv": [...], "env": {...}} to $RECORD.
-# `restreact --help` lists $FAKE_COMMANDS; `gcloud ... describe` and the run's
+# `gcloud ... describe` and the run's
 # ssh fail when asked to via $FAKE_FAIL, like a missing slice or a crashed run.
 _RECORDER = f"""#!{sys.executable}
 import json, os, sys
 name = os.path.basename(sys.argv[0])
 argv = [name] + sys.argv[1:]
-if name == 'restreact' and sys.argv[1:] == ['--help']:
-  print('usage: restreact <command> ...', file=sys.stderr)
-  print('commands: ' + os.environ.get('FAKE_COMMANDS', ''), file=sys.stderr)
-  sys.exit(1)
 env = {{k: v for k, v in os.environ.items() if k.startswith('RESTREACT_')}}
 with open(os.environ['RECORD'], 'a') as f:
   f.write(json.dumps({{'argv': argv, 'env': env}}) + '\\n')
@@ -60,7 +56,6 @@ def fakes(tmp_path):
       'RECORD': str(record),
       'HOME': str(tmp_path),
       'USER': 'tester',
-      'FAKE_COMMANDS': 'params, pretrain, rest',
   }
 
   def run(script: str, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
@@ -127,21 +122,6 @@ def test_local_dry_run_prints_the_command_it_runs(fakes):
 def test_local_default_exp_dir_is_runs_demo(fakes):
   (printed,) = _lines(fakes('local.sh', '--dry-run'))
   assert '--gin.EXP_DIR="runs/demo"' in printed
-
-
-def test_local_falls_back_while_rest_is_missing(fakes):
-  proc = fakes('local.sh', '--dry-run', FAKE_COMMANDS='params, pretrain, rollout')
-  (printed,) = _lines(proc)
-  assert printed[1] == 'rollout'
-  assert "'rest' is not registered" in proc.stderr
-
-
-def test_local_fails_clearly_without_any_pipeline(fakes):
-  proc = fakes('local.sh', '--dry-run', FAKE_COMMANDS='params')
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1].startswith(
-      'launch/local.sh: error: no pipeline command')
-  assert proc.stdout == ''
 
 
 # --- gpu.sh -----------------------------------------------------------------

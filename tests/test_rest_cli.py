@@ -197,6 +197,31 @@ def test_fresh_questions_roll_out_a_new_window_in_each_generation(reference, tmp
 
 
 @pytest.mark.slow
+def test_test_models_evaluated_on_threads_give_the_sequential_outputs(reference, tmp_path):
+  exp = tmp_path / 'exp'
+  shutil.copytree(reference[0], exp)
+  shutil.rmtree(exp / 'test')
+  manifest = json.loads((exp / 'manifest.json').read_text())
+  manifest['phases'] = {k: v for k, v in manifest['phases'].items() if not k.startswith('test/')}
+  (exp / 'manifest.json').write_text(json.dumps(manifest))
+  proc = _run('rest', exp, '--gin.rest.eval_workers=3')
+  ran = [line.split(']')[0][1:] for line in proc.stdout.splitlines() if 'finished in' in line]
+  # All three test models (gen 2, its student, gen 0) ran, nothing upstream.
+  assert sorted(p for p in ran if p.startswith('test/rollout/')) == [
+      'test/rollout/gen_0_tiny', 'test/rollout/gen_2_nano', 'test/rollout/gen_2_tiny'], ran
+  assert not [p for p in ran if p.startswith('gen_')], ran
+  got, want = _outputs(exp), _outputs(reference[0])
+  assert sorted(got) == sorted(want)
+  for key in want:
+    assert got[key] == want[key], key
+  # Whatever finished first, the report lists the models in the loop's order
+  # and its fingerprint is the sequential run's.
+  assert (exp / 'report' / 'test.md').read_text() == (
+      reference[0] / 'report' / 'test.md').read_text()
+  assert _manifest(exp)['report']['fingerprint'] == _manifest(reference[0])['report']['fingerprint']
+
+
+@pytest.mark.slow
 def test_rerun_skips_and_single_phase_commands(reference, tmp_path):
   exp, _ = reference
   proc = _run('rest', exp)

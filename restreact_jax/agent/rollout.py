@@ -303,7 +303,8 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
             config: AgentConfig = AgentConfig(), repeats: int = 1, process_index: int = 0,
             process_count: int = 1, max_concurrent: int = 512, show_progress: bool = True,
             collect: list[Trajectory] | None = None,
-            chooser: Chooser | None = None, stepped: bool | None = None) -> RolloutStats:
+            chooser: Chooser | None = None, stepped: bool | None = None,
+            desc: str = 'rollout') -> RolloutStats:
   """Rolls out `repeats` trajectories per question of this process's shard.
 
   Args:
@@ -322,6 +323,7 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
     chooser: which candidate each step continues with (default: the lowest
       perplexity; `feedback.guided.RankerChooser` for a ranker's pick).
     stepped: see `run_pool` (default: stepped when the LLM can be).
+    desc: the progress bar's label (the process index is added).
 
   Returns:
     `RolloutStats` of this run (skipped = already in the shard).
@@ -365,7 +367,7 @@ def rollout(llm: LLM, search_tool: SearchTool | None, questions: Sequence[Any], 
     if collect is not None:
       collect.append(traj)
 
-  bar = tqdm.tqdm(total=len(work), desc=f'rollout p{process_index}', unit='traj',
+  bar = tqdm.tqdm(total=len(work), desc=f'{desc} p{process_index}', unit='traj',
                   disable=not show_progress, dynamic_ncols=True)
   try:
     run_pool(llm, search_tool, agents(), on_finished=on_finished,

@@ -82,6 +82,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          dev_eval_students: bool | str = True,
          test_all_generations: bool | str = False,
          eval_limit: int | None = None,
+         eval_workers: int = 1,
          heldout_eval: bool | str = False,
          judge: str = 'matcher',
          judge_openai_base_url: str = '',
@@ -165,6 +166,7 @@ def rest(exp_dir: str = gin.REQUIRED,
     dev_eval_students: auto-eval the students on dev every generation.
     test_all_generations: evaluate every generation's policy on test.
     eval_limit: only the first N dev/test questions.
+    eval_workers: test models rolled out at once, on threads (same outputs).
     heldout_eval: also auto-eval the tested models on the unlabeled training
       questions that no rollout takes.
     judge: 'matcher' or 'llm'.
@@ -230,7 +232,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       eval_runs=int(eval_runs), dev_eval_runs=_opt_int(dev_eval_runs, 'dev_eval_runs'),
       dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),
-      eval_limit=_opt_int(eval_limit, 'eval_limit'), judge=judge,
+      eval_limit=_opt_int(eval_limit, 'eval_limit'), eval_workers=int(eval_workers),
+      judge=judge,
       judge_openai_base_url=judge_openai_base_url, judge_openai_model=judge_openai_model,
       min_improvement=float(min_improvement), select_on_dev=as_bool(select_on_dev), gen0=gen0,
       gen0_openai_base_url=gen0_openai_base_url, gen0_openai_model=gen0_openai_model,

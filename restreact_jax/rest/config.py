@@ -130,6 +130,10 @@ class RestConfig:
     test_all_generations: evaluate every generation's policy on test (not only
       the final one and gen 0), so the report shows the whole trend.
     eval_limit: only the first N dev/test questions (None: all).
+    eval_workers: the final test's models are rolled out this many at a time,
+      each in its own thread of this process (they share the cores: one
+      rollout keeps two CPU cores ~80 % busy). Outputs and fingerprints do
+      not depend on it.
     judge: 'matcher' or 'llm'.
     judge_openai_base_url: server of the LLM judge.
     judge_openai_model: its model name.
@@ -200,6 +204,7 @@ class RestConfig:
   dev_eval_students: bool = True
   test_all_generations: bool = False
   eval_limit: int | None = None
+  eval_workers: int = 1
   judge: str = 'matcher'
   judge_openai_base_url: str = ''
   judge_openai_model: str = ''
@@ -272,6 +277,8 @@ class RestConfig:
       raise errors.UserError(f'rest.eval_runs must be >= 1, got {self.eval_runs}')
     if self.dev_eval_runs is not None and self.dev_eval_runs < 1:
       raise errors.UserError(f'rest.dev_eval_runs must be >= 1, got {self.dev_eval_runs}')
+    if self.eval_workers < 1:
+      raise errors.UserError(f'rest.eval_workers must be >= 1, got {self.eval_workers}')
     if self.heldout_eval and self.train_limit is None:
       raise errors.UserError('rest.heldout_eval needs rest.train_limit: the held-out questions '
                              'are the unlabeled training questions after it')

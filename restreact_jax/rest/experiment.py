@@ -18,7 +18,9 @@ Two kinds of phase:
   recorded atomically.
 
 The manifest itself is replaced atomically (write, fsync, rename). In a
-multi-process job only the primary process writes it.
+multi-process job only the primary process writes it. Phases of one process
+may run on several threads at once (the loop's final test); the manifest is
+read and written under a lock.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import os
 import pathlib
 import shutil
+import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -101,6 +104,7 @@ class Experiment:
     self.is_primary = is_primary
     self.log = log or (lambda msg: print(msg, flush=True))
     self.root.mkdir(parents=True, exist_ok=True)
+    self._lock = threading.RLock()
     self._manifest = self._load()
 
   # -- manifest ---------------------------------------------------------------
@@ -125,10 +129,12 @@ class Experiment:
 
   def _save(self) -> None:
     if self.is_primary:
-      write_json_atomic(self.manifest_path, self._manifest)
+      with self._lock:
+        write_json_atomic(self.manifest_path, self._manifest)
 
   def record(self, name: str) -> PhaseRecord | None:
-    raw = self._manifest['phases'].get(name)
+    with self._lock:
+      raw = self._manifest['phases'].get(name)
     return PhaseRecord(**raw) if raw else None
 
   def fingerprint_of(self, name: str) -> str:
@@ -143,11 +149,13 @@ class Experiment:
             (self.root / rec.output).exists())
 
   def phases(self) -> dict[str, PhaseRecord]:
-    return {k: PhaseRecord(**v) for k, v in self._manifest['phases'].items()}
+    with self._lock:
+      return {k: PhaseRecord(**v) for k, v in self._manifest['phases'].items()}
 
   def invalidate(self, name: str) -> None:
-    if self._manifest['phases'].pop(name, None) is not None:
-      self._save()
+    with self._lock:
+      if self._manifest['phases'].pop(name, None) is not None:
+        self._save()
 
   # -- running phases -----------------------------------------------------------
 
@@ -199,10 +207,11 @@ class Experiment:
       with self._atomic_dir(target) as tmp:
         result = fn(tmp)
     seconds = time.time() - start
-    self._manifest['phases'][name] = dataclasses.asdict(
-        PhaseRecord(name=name, fingerprint=fp, output=output, seconds=seconds,
-                    finished_at=time.time(), result=result))
-    self._save()
+    with self._lock:
+      self._manifest['phases'][name] = dataclasses.asdict(
+          PhaseRecord(name=name, fingerprint=fp, output=output, seconds=seconds,
+                      finished_at=time.time(), result=result))
+      self._save()
     self.log(f'[{name}] finished in {seconds:.1f}s')
     return result
 

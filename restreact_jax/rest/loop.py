@@ -20,6 +20,7 @@ before them to be done already (the `restreact rank/mixture/evaluate` commands).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import pathlib
@@ -386,7 +387,7 @@ class _Steps:
             repeats=repeats, seed=seed, agent=agent, limit=limit, first=first,
             progress=self.cfg.progress, name_masking=self.cfg.name_masking,
             snippet_chars=self.cfg.snippet_chars, guided=guided, revise=revise,
-            revise_answers=revise_answers),
+            revise_answers=revise_answers, desc=name),
         output=output, resumable=True, deps=deps,
         config={'policy': policy.describe(), 'questions': questions, 'repeats': repeats,
                 # Only when on, so that existing experiments keep their fingerprints.
@@ -467,18 +468,23 @@ class _Steps:
 
   # -- evaluation and selection -------------------------------------------------
 
-  def evaluate(self, policy: Policy, split: str, label: str | None = None) -> dict[str, Any]:
-    """Auto-eval of `policy` on `split` with R runs; returns the final-answer stats."""
-    cfg = self.cfg
+  @staticmethod
+  def _eval_phases(policy: Policy, split: str, label: str | None = None
+                   ) -> tuple[str, str, str, str]:
+    """(rollout phase, its output, eval phase, its output) of an auto-eval."""
     if split == 'dev':
       where = f'gen_{policy.generation}'
       key = policy.size or 'prompted'
-      rollout_name, rollout_out = f'{where}/eval_rollout/{key}', f'{where}/eval_rollouts/{key}'
-      eval_name, eval_out = f'{where}/eval/{key}', f'{where}/eval/{key}'
-    else:
-      key = label or policy.label.replace('/', '_')
-      rollout_name, rollout_out = f'{split}/rollout/{key}', f'{split}/rollouts/{key}'
-      eval_name, eval_out = f'{split}/eval/{key}', f'{split}/eval/{key}'
+      return (f'{where}/eval_rollout/{key}', f'{where}/eval_rollouts/{key}',
+              f'{where}/eval/{key}', f'{where}/eval/{key}')
+    key = label or policy.label.replace('/', '_')
+    return (f'{split}/rollout/{key}', f'{split}/rollouts/{key}',
+            f'{split}/eval/{key}', f'{split}/eval/{key}')
+
+  def evaluate(self, policy: Policy, split: str, label: str | None = None) -> dict[str, Any]:
+    """Auto-eval of `policy` on `split` with R runs; returns the final-answer stats."""
+    cfg = self.cfg
+    rollout_name, rollout_out, eval_name, eval_out = self._eval_phases(policy, split, label)
     # The same seeds for every model: differences come from the models.
     seed = cfg.seed + {'dev': 7_000_003, 'test': 9_000_011}.get(split, 5_000_017)
     runs = cfg.dev_eval_runs if split == 'dev' and cfg.dev_eval_runs else cfg.eval_runs
@@ -558,12 +564,32 @@ class _Steps:
       models += [self._policy(policy.generation, s, f'gen_{policy.generation}/models/{s}')
                  for s in cfg.student_sizes]
       models.append(self._gen0_policy())
-    results = {m.label: self.evaluate(m, 'test') for m in models}
+    results = self.evaluate_all(models, 'test')
     if cfg.heldout_eval:
       self.heldout_questions()
-      for m in models:
-        self.evaluate(m, 'heldout')
+      self.evaluate_all(models, 'heldout')
     return results
+
+  def evaluate_all(self, models: Sequence[Policy], split: str) -> dict[str, Any]:
+    """`evaluate` of each model, `eval_workers` at a time (threads).
+
+    Each model's rollout is its own phase with its own engine and seeds, so
+    the outputs are those of evaluating one after another; the report lists
+    the models in the order given whatever finishes first. A model that fails
+    does not stop the others: every finished phase is recorded, then the
+    first error is raised.
+    """
+    workers = min(self.cfg.eval_workers, len(models))
+    if workers <= 1 or self.run.only is not None:
+      return {m.label: self.evaluate(m, split) for m in models}
+    first = len(self.eval_phases)
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='eval') as pool:
+      futures = {m.label: pool.submit(self.evaluate, m, split) for m in models}
+      concurrent.futures.wait(futures.values())
+    done = self.eval_phases[first:]
+    self.eval_phases[first:] = sorted(
+        done, key=[self._eval_phases(m, split)[2] for m in models].index)
+    return {label: future.result() for label, future in futures.items()}
 
   def _gen0_policy(self) -> Policy:
     cfg = self.cfg

@@ -496,7 +496,7 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             progress: bool, name_masking: bool = False,
             snippet_chars: int = 200, guided: bool = False,
             revise: bool = False, revise_answers: bool = False,
-            first: int = 0) -> dict[str, Any]:
+            first: int = 0, desc: str = 'rollout') -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
 
   The questions are the file's first `limit` (None: all); with `first`, the
@@ -507,7 +507,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   `guided` every step continues with the rule rater's pick
   (`feedback.guided`), not the lowest perplexity; with `revise` the rater
   may also pick a grounded revision of a summary (`feedback.revision`), with
-  `revise_answers` the answer it reads off the summaries.
+  `revise_answers` the answer it reads off the summaries. `desc` labels the
+  progress bar.
 
   Returns:
     Counts of the whole directory (not only this run's part), so a resumed
@@ -548,7 +549,7 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
                       repeats=repeats, process_index=distributed.process_index(),
                       process_count=distributed.process_count(),
                       max_concurrent=agent.max_concurrent, show_progress=progress,
-                      chooser=chooser)
+                      chooser=chooser, desc=desc)
   trajectories = read_trajectories(out)
   ok = sum(t.get('status') == 'ok' for t in trajectories)
   result = {'trajectories': len(trajectories), 'ok': ok, 'failed': len(trajectories) - ok,
