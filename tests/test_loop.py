@@ -330,6 +330,20 @@ def test_fresh_questions_give_each_generation_its_own_window():
   assert _config().questions_window(2) == (0, None)
 
 
+def test_a_generation_can_roll_out_more_questions_than_the_others():
+  fresh = _config(train_limit=10, generations=3, fresh_questions=True,
+                  train_limit_by_generation={2: 15})
+  assert [fresh.questions_window(g) for g in (1, 2, 3)] == [(0, 10), (10, 15), (25, 10)]
+  assert fresh.heldout_start() == 35
+  same = _config(train_limit=10, generations=3, train_limit_by_generation={2: 15})
+  assert [same.questions_window(g) for g in (1, 2, 3)] == [(0, 10), (0, 15), (0, 10)]
+  assert same.heldout_start() == 15
+  with pytest.raises(errors.UserError, match='train_limit_by_generation needs rest.train_limit'):
+    _config(train_limit_by_generation={2: 15}).validate()
+  with pytest.raises(errors.UserError, match='limits must be >= 1'):
+    _config(train_limit=10, train_limit_by_generation={2: 0}).validate()
+
+
 def test_a_generation_window_past_the_questions_is_one_clear_error(tmp_path):
   questions = tmp_path / 'train_unlabeled.jsonl'
   questions.write_text(''.join(json.dumps({'id': f'q{i}', 'question': '?', 'answers': ['a']})

@@ -56,6 +56,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          repeats: Sequence[int] = (1, 4),
          train_limit: int | None = None,
          fresh_questions: bool | str = False,
+         train_limit_by_generation: Mapping[int, int] | None = None,
          agent: AgentSettings = AgentSettings(),
          num_samples_by_size: Mapping[str, int] | None = None,
          ranker: str = 'default',
@@ -131,6 +132,7 @@ def rest(exp_dir: str = gin.REQUIRED,
     repeats: trajectories per question by generation (last value repeats).
     train_limit: only the first N training questions.
     fresh_questions: generation g rolls out questions [(g-1)·N, g·N) of them.
+    train_limit_by_generation: per-generation override of `train_limit`.
     agent: rollout sampling settings.
     num_samples_by_size: per-size candidates per step.
     ranker: 'default' (label-free), 'rules', 'consistency', 'oracle' (ablation).
@@ -211,7 +213,10 @@ def rest(exp_dir: str = gin.REQUIRED,
       distill_all_generations=as_bool(distill_all_generations),
       init_from=init_from, student_init=str(student_init), repeats=tuple(int(r) for r in repeats),
       train_limit=_opt_int(train_limit, 'train_limit'),
-      fresh_questions=as_bool(fresh_questions), agent=agent,
+      fresh_questions=as_bool(fresh_questions),
+      train_limit_by_generation={int(k): int(v)
+                                 for k, v in (train_limit_by_generation or {}).items()},
+      agent=agent,
       num_samples_by_size=dict(num_samples_by_size or {}), ranker=ranker,
       ranker_by_generation={int(k): str(v) for k, v in (ranker_by_generation or {}).items()},
       rule_weight=float(rule_weight), consistency_weight=float(consistency_weight),

@@ -66,6 +66,9 @@ class RestConfig:
     fresh_questions: generation g rolls out its own window of the unlabeled
       training questions, `[(g-1)·train_limit, g·train_limit)`, instead of
       every generation the first `train_limit` (needs `train_limit`).
+    train_limit_by_generation: per-generation override of `train_limit`,
+      e.g. `{2: 120}`; with `fresh_questions` the windows follow one another
+      (gen 1 `[0, 80)`, gen 2 `[80, 200)`).
     agent: sampling settings of rollouts and evaluation.
     num_samples_by_size: per-size override of `agent.num_samples`.
     ranker: 'default' (label-free: rules + self-consistency), 'rules',
@@ -178,6 +181,7 @@ class RestConfig:
   repeats: tuple[int, ...] = (1, 4)
   train_limit: int | None = None
   fresh_questions: bool = False
+  train_limit_by_generation: Mapping[int, int] = dataclasses.field(default_factory=dict)
   agent: AgentSettings = AgentSettings()
   num_samples_by_size: Mapping[str, int] = dataclasses.field(default_factory=dict)
   ranker: str = 'default'
@@ -282,6 +286,12 @@ class RestConfig:
     if self.heldout_eval and self.train_limit is None:
       raise errors.UserError('rest.heldout_eval needs rest.train_limit: the held-out questions '
                              'are the unlabeled training questions after it')
+    if self.train_limit_by_generation and self.train_limit is None:
+      raise errors.UserError('rest.train_limit_by_generation needs rest.train_limit (the '
+                             'generations it does not name)')
+    if any(int(n) < 1 for n in self.train_limit_by_generation.values()):
+      raise errors.UserError('rest.train_limit_by_generation: limits must be >= 1, got '
+                             f'{dict(self.train_limit_by_generation)}')
     if self.fresh_questions and self.train_limit is None:
       raise errors.UserError('rest.fresh_questions needs rest.train_limit: each generation '
                              'rolls out the next train_limit unlabeled questions')
@@ -324,17 +334,23 @@ class RestConfig:
         raise errors.UserError(f'rest.{name} needs 0 <= distill_weight <= 1 and '
                                'distill_temperature > 0')
 
+  def train_limit_for(self, generation: int) -> int | None:
+    """How many unlabeled training questions generation g rolls out (None: all)."""
+    return self.train_limit_by_generation.get(generation, self.train_limit)
+
   def questions_window(self, generation: int) -> tuple[int, int | None]:
     """(first, count) of the unlabeled training questions generation g rolls out."""
     if not self.fresh_questions:
-      return 0, self.train_limit
-    return (generation - 1) * int(self.train_limit or 0), self.train_limit
+      return 0, self.train_limit_for(generation)
+    first = sum(int(self.train_limit_for(g) or 0) for g in range(1, generation))
+    return first, self.train_limit_for(generation)
 
   def heldout_start(self) -> int:
     """The first unlabeled training question that no rollout sees."""
+    limits = [int(self.train_limit_for(g) or 0) for g in range(1, self.generations + 1)]
     if self.fresh_questions:
-      return self.generations * int(self.train_limit or 0)
-    return int(self.train_limit or 0)
+      return sum(limits)
+    return max(limits, default=int(self.train_limit or 0))
 
   def repeats_for(self, generation: int) -> int:
     return int(self.repeats[min(generation, len(self.repeats)) - 1])
