@@ -523,7 +523,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   if first and (not limit or len(questions) < first + limit):
     raise errors.UserError(
         f'{questions_path}: {len(questions)} questions, too few for {limit} from question '
-        f'{first} on (rest.fresh_questions: generations x rest.train_limit)')
+        f'{first} on (rest.fresh_questions: each generation its train limit, one after '
+        'another)')
   if limit:
     questions = questions[first:first + limit]
   config = AgentConfig(num_samples=agent.num_samples, temperature=agent.temperature,
