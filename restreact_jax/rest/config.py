@@ -136,7 +136,7 @@ class RestConfig:
     eval_workers: the final test's models are rolled out this many at a time,
       each in its own thread of this process (they share the cores: one
       rollout keeps two CPU cores ~80 % busy). Outputs and fingerprints do
-      not depend on it.
+      not depend on it. Multi-process jobs evaluate one model at a time.
     judge: 'matcher' or 'llm'.
     judge_openai_base_url: server of the LLM judge.
     judge_openai_model: its model name.

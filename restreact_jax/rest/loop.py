@@ -575,12 +575,14 @@ class _Steps:
 
     Each model's rollout is its own phase with its own engine and seeds, so
     the outputs are those of evaluating one after another; the report lists
-    the models in the order given whatever finishes first. A model that fails
-    does not stop the others: every finished phase is recorded, then the
-    first error is raised.
+    the models in the order given whatever finishes first. On threads a model
+    that fails does not stop the others: every finished phase is recorded,
+    then the first error is raised. A multi-process job evaluates one model
+    at a time (its processes must issue their collectives in one order).
     """
+    from restreact_jax import distributed  # pylint: disable=g-import-not-at-top
     workers = min(self.cfg.eval_workers, len(models))
-    if workers <= 1 or self.run.only is not None:
+    if workers <= 1 or self.run.only is not None or distributed.process_count() > 1:
       return {m.label: self.evaluate(m, split) for m in models}
     first = len(self.eval_phases)
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='eval') as pool:
