@@ -36,7 +36,7 @@ full: $(STAMP)
 	$(VENV)/bin/restreact rest --gin_file=gin/experiments/full_cpu.gin --gin.EXP_DIR="'runs/full'" $(FULL_ARGS)
 	$(VENV)/bin/restreact rest --gin_file=gin/experiments/full_cpu.gin --gin.EXP_DIR="'runs/full_oracle'" --gin.rest.ranker="'oracle'" $(FULL_ARGS)
 
-# `make demo` on several world seeds (~14 min each on 2 cores), one EXP_DIR
+# `make demo` on several world seeds (~10-13 min each on 2 cores), one EXP_DIR
 # each (runs/seed_<N>; a rerun resumes), then `restreact seeds` across them.
 SEEDS ?= 0 7 1 2 3 4 5
 seeds: $(STAMP)
