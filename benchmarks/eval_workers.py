@@ -52,15 +52,14 @@ def _run(exp: pathlib.Path, workers: int, cache: pathlib.Path, gin_file: str) ->
 
 
 def _outputs(exp: pathlib.Path) -> dict[str, object]:
+  from restreact_jax.rest import phases  # pylint: disable=g-import-not-at-top
   out: dict[str, object] = {}
-  for shard in sorted((exp / 'test' / 'rollouts').glob('*/shard-*.jsonl')):
-    rows = []
-    for line in shard.read_text().splitlines():
-      trajectory = json.loads(line)
+  for rollouts in sorted((exp / 'test' / 'rollouts').iterdir()):
+    trajectories = phases.read_trajectories(rollouts)
+    for trajectory in trajectories:
       for step in trajectory['steps']:
         step.pop('timings', None)
-      rows.append(trajectory)
-    out[str(shard.relative_to(exp))] = sorted(rows, key=lambda t: (t['question_id'], t['repeat']))
+    out[str(rollouts.relative_to(exp))] = trajectories
   for summary in sorted((exp / 'test' / 'eval').glob('*/summary.json')):
     data = json.loads(summary.read_text())
     out[str(summary.relative_to(exp))] = {k: data[k] for k in ('final', 'answer_generation')}
