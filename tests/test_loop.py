@@ -344,6 +344,41 @@ def test_a_generation_can_roll_out_more_questions_than_the_others():
     _config(train_limit=10, train_limit_by_generation={2: 0}).validate()
 
 
+def test_a_generation_can_fine_tune_with_its_own_settings(tmp_path, monkeypatch):
+  from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(rest_tasks, 'register_generation', lambda *a, **k: 'policy_task')
+  monkeypatch.setattr(rest_tasks, 'register_distill', lambda *a, **k: 'student_task')
+  longer = phases.TrainSettings(steps=9, learning_rate=3e-4)
+  cfg = _config(generations=2, finetune=phases.TrainSettings(steps=5),
+                distill=phases.TrainSettings(steps=7), finetune_by_generation={2: longer})
+  cfg.validate()
+  calls = {}
+  steps = loop._Steps(cfg, experiment.Experiment(tmp_path, log=lambda _: None),
+                      run=lambda name, fn, **kw: calls.update({name: (fn, kw)}),
+                      config_text='', log=lambda _: None)
+  steps.vocab_path = None
+  gen1 = steps.finetune(1, 's', None)
+  gen2 = steps.finetune(2, 's', gen1)
+  steps.finetune(2, 'xs', gen2)
+  trained = {}
+  monkeypatch.setattr(phases, 'train', lambda out, **kw: trained.update({out.name: kw['settings']}))
+  for name in ('gen_1/models/s', 'gen_2/models/s', 'gen_2/models/xs'):
+    fn, kw = calls[name]
+    fn(tmp_path / name.replace('/', '_'))
+  # Gen 2's policy trains with its own settings, gen 1's with `finetune`, the
+  # student with `distill`; the settings are in each phase's fingerprint.
+  assert [trained[n].steps for n in ('gen_1_models_s', 'gen_2_models_s', 'gen_2_models_xs')] \
+      == [5, 9, 7]
+  assert trained['gen_2_models_s'] == longer
+  assert calls['gen_2/models/s'][1]['config']['settings'] == longer.fingerprint_key()
+  assert calls['gen_1/models/s'][1]['config']['settings'] != longer.fingerprint_key()
+  with pytest.raises(errors.UserError, match=r'generations must be in 1\.\.2, got \[3\]'):
+    _config(generations=2, finetune_by_generation={3: longer}).validate()
+  with pytest.raises(errors.UserError, match=r'finetune_by_generation\[2\] needs steps >= 1'):
+    _config(generations=2,
+            finetune_by_generation={2: phases.TrainSettings(steps=0)}).validate()
+
+
 def test_a_generation_window_past_the_questions_is_one_clear_error(tmp_path):
   questions = tmp_path / 'train_unlabeled.jsonl'
   questions.write_text(''.join(json.dumps({'id': f'q{i}', 'question': '?', 'answers': ['a']})

@@ -47,6 +47,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          pretrained_base: str = '',
          seed_finetune: TrainSettings = TrainSettings(steps=300),
          finetune: TrainSettings = TrainSettings(steps=500),
+         finetune_by_generation: Mapping[int, TrainSettings] | None = None,
          distill: TrainSettings | None = None,
          student_seed: TrainSettings | None = None,
          distill_last_only: bool = False,
@@ -120,6 +121,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       sizes it holds ('': none).
     seed_finetune: gen 0 fine-tune on the exemplars.
     finetune: each generation's policy fine-tune.
+    finetune_by_generation: per-generation override of `finetune` (whole
+      TrainSettings, e.g. `{2: @gen2/rest.TrainSettings()}`).
     distill: the students' fine-tune (default: `finetune`).
     student_seed: the students' gen 0 seed fine-tune (default: `seed_finetune`).
     distill_last_only: fine-tune students on the last generation's data only.
@@ -208,7 +211,9 @@ def rest(exp_dir: str = gin.REQUIRED,
       student_sizes=tuple(student_sizes), generations=_opt_int(generations, 'generations'),
       vocab_size=int(vocab_size), exemplar_set=exemplar_set, pretrain=pretrain,
       pretrained_base=str(pretrained_base or ''),
-      seed_finetune=seed_finetune, finetune=finetune, distill=distill or finetune,
+      seed_finetune=seed_finetune, finetune=finetune,
+      finetune_by_generation={int(k): v for k, v in (finetune_by_generation or {}).items()},
+      distill=distill or finetune,
       student_seed=student_seed, distill_last_only=as_bool(distill_last_only),
       distill_all_generations=as_bool(distill_all_generations),
       init_from=init_from, student_init=str(student_init), repeats=tuple(int(r) for r in repeats),

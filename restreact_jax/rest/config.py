@@ -42,6 +42,9 @@ class RestConfig:
       corpus as without it). '': train the vocabulary and every base here.
     seed_finetune: gen 0: the base fine-tuned on the exemplars.
     finetune: a generation's policy fine-tune.
+    finetune_by_generation: per-generation override of `finetune`, e.g.
+      `{2: @gen2/rest.TrainSettings()}` (a whole TrainSettings: a scoped one
+      does not inherit `finetune`'s bindings).
     distill: a generation's student fine-tunes; its `distill_weight` adds
       the KL to the generation's policy's distributions (`distillation`).
     student_seed: the students' gen 0 seed fine-tune (None: `seed_finetune`).
@@ -172,6 +175,7 @@ class RestConfig:
   pretrained_base: str = ''
   seed_finetune: TrainSettings = TrainSettings(steps=300)
   finetune: TrainSettings = TrainSettings(steps=500)
+  finetune_by_generation: Mapping[int, TrainSettings] = dataclasses.field(default_factory=dict)
   distill: TrainSettings = TrainSettings(steps=500)
   student_seed: TrainSettings | None = None
   distill_last_only: bool = False
@@ -317,8 +321,14 @@ class RestConfig:
       if model.vocab_size < self.vocab_size:
         raise errors.UserError(f'model {size!r} has vocab_size {model.vocab_size} < '
                                f'rest.vocab_size {self.vocab_size}')
-    for name in ('pretrain', 'seed_finetune', 'finetune', 'distill', 'student_seed'):
-      settings = getattr(self, name)
+    if any(int(g) < 1 or int(g) > self.generations for g in self.finetune_by_generation):
+      raise errors.UserError('rest.finetune_by_generation: generations must be in 1..'
+                             f'{self.generations}, got {sorted(self.finetune_by_generation)}')
+    named = [(name, getattr(self, name)) for name in
+             ('pretrain', 'seed_finetune', 'finetune', 'distill', 'student_seed')]
+    named += [(f'finetune_by_generation[{g}]', settings)
+              for g, settings in sorted(self.finetune_by_generation.items())]
+    for name, settings in named:
       if settings is None:
         continue
       if settings.steps < 1:
@@ -333,6 +343,10 @@ class RestConfig:
       if not 0.0 <= settings.distill_weight <= 1.0 or settings.distill_temperature <= 0.0:
         raise errors.UserError(f'rest.{name} needs 0 <= distill_weight <= 1 and '
                                'distill_temperature > 0')
+
+  def finetune_for(self, generation: int) -> TrainSettings:
+    """The policy's fine-tune settings in generation g."""
+    return self.finetune_by_generation.get(generation, self.finetune)
 
   def train_limit_for(self, generation: int) -> int | None:
     """How many unlabeled training questions generation g rolls out (None: all)."""

@@ -350,7 +350,7 @@ class _Steps:
     name = f'gen_{g}/models/{size}'
     deps = ([f'gen_{h}/mixture' for h in mixtures] + ['vocab', init_phase]
             + (['gen_0/seed'] if cfg.seed_fraction else []))
-    settings = cfg.finetune if is_policy else cfg.distill
+    settings = cfg.finetune_for(g) if is_policy else cfg.distill
     # A student distils its generation's policy (`distill.distill_weight`).
     teacher = (None if is_policy else
                self._policy(g, cfg.policy_size, f'gen_{g}/models/{cfg.policy_size}'))
@@ -440,7 +440,7 @@ class _Steps:
                      'consistency_weight': cfg.consistency_weight})
 
   def mixture(self, g: int) -> dict[str, Any]:
-    lengths = self.cfg.finetune.task_feature_lengths
+    lengths = self.cfg.finetune_for(g).task_feature_lengths
     # One slot of the target is EOS; longer examples are dropped, not cut.
     max_in, max_out = int(lengths['inputs']), int(lengths['targets']) - 1
     stats = self.run(f'gen_{g}/mixture', lambda out: phases.build_mixture(
