@@ -4,11 +4,12 @@ A large pretrained model has read a great deal of text in which a question is
 answered from passages beside it. The from-scratch models here have not, and
 fine-tuning on a hundred agent demonstrations does not teach them to find the
 sentence that answers a question among several and copy its name: they learn
-the demonstrations by heart instead (README, "Pretrained base"). These
-examples carry that skill. Each is one multi-hop question of a world, its
-supporting passages shuffled among passages of the same entities (the kind a
-search returns) and a random one, each shown as `[link_id=N] title: text`; the
-target states the supporting sentences with their link ids, then the answer:
+the demonstrations by heart instead (docs/EXPERIMENTS.md, "Pretrained base").
+These examples carry that skill. Each is one multi-hop question of a world,
+its supporting passages shuffled among passages of the same entities (the kind
+a search returns) and a random one, each shown as `[link_id=N] title: text`;
+the target states the supporting sentences with their link ids, then the
+answer:
 
     Question: In which city was the person who directed @1 born?
     Search results:
