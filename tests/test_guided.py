@@ -179,3 +179,33 @@ def test_answer_revision_competes_with_the_samples():
   answer = [s for s in traj.steps if s.step_type == 'answer'][0]
   assert len(answer.candidates) == 3 and answer.candidates[2].finish_reason == 'revision'
   assert answer.chosen in (0, 1) and chooser.revisions_taken == 0
+
+
+def test_decision_revision_stops_once_the_summaries_answer_the_question():
+  # A policy that never stops: after the birthplace it searches once more.
+  again = T('decision', {'type': 'Search', 'query': 'Mira Castell novels',
+                         'thoughts': 'More about the writer.'})
+
+  def never_stops(request, i):
+    text, logprobs = script(request, i, second=SUPPORTED)
+    return (again if text == STOP else text), logprobs
+
+  llm = ScriptedLLM(never_stops)
+  chooser = RankerChooser(RuleRanker(), revise_decisions=True)
+  traj = run(chooser, llm)
+  decisions = [s for s in traj.steps if s.step_type == 'decision']
+  # Only the decision taken once the summaries answer the question gets the
+  # rater's Terminate; the two before it keep their samples.
+  assert [len(s.candidates) for s in decisions] == [2, 2, 3]
+  stop = decisions[-1].candidates[2]
+  assert stop.finish_reason == 'revision' and decisions[-1].chosen == 2
+  assert stop.parse['action'] == {'type': 'Terminate',
+                                  'thoughts': 'I have found what I need, so I can answer.'}
+  assert traj.status == 'ok' and traj.num_searches == 2
+  assert chooser.revisions_taken == 1
+  # Without it the rollout searches on, past the answer, to its budget.
+  searched_on = run(RankerChooser(RuleRanker()), llm)
+  assert searched_on.num_searches == 3
+  # A step whose samples already stop gets nothing added.
+  assert all(len(s.candidates) == 2
+             for s in run(RankerChooser(RuleRanker(), revise_decisions=True)).steps)

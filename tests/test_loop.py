@@ -47,6 +47,7 @@ def test_config_validation_names_the_bad_setting():
            ({'dev_eval_runs': 0}, 'rest.dev_eval_runs'),
            ({'revise_summaries': True}, 'revise_summaries needs rest.guided_rollouts'),
            ({'revise_answers': True}, 'revise_answers needs rest.guided_rollouts'),
+           ({'revise_decisions': True}, 'revise_decisions needs rest.guided_rollouts'),
            ({'student_seed': phases.TrainSettings(steps=0)}, 'rest.student_seed'),
            ({'student_init': 'distilbert'}, 'rest.student_init'),
            ({'heldout_eval': True}, 'rest.heldout_eval needs rest.train_limit'),
@@ -170,17 +171,18 @@ def test_models_take_the_trained_vocabulary_size(tmp_path):
 def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monkeypatch):
   seen = {}
 
-  def fake_rollout(out, *, agent, questions_path, guided, revise, revise_answers, **kwargs):
+  def fake_rollout(out, *, agent, questions_path, guided, revise, revise_answers,
+                   revise_decisions, **kwargs):
     del out, kwargs
     seen[questions_path.name] = (agent.num_samples, agent.temperature, guided, revise,
-                                 revise_answers)
+                                 revise_answers, revise_decisions)
     return {}
   monkeypatch.setattr(phases, 'rollout', fake_rollout)
   exp = experiment.Experiment(tmp_path, log=lambda _: None)
   for name in ('world', 'search', 'gen_0/seed', 'vocab', 'gen_0/models/s'):
     exp.run(name, _write(name), output=name)
   cfg = _config(rollout_num_samples=16, rollout_temperature=0.9, guided_rollouts=True,
-                revise_summaries=True, revise_answers=True)
+                revise_summaries=True, revise_answers=True, revise_decisions=True)
   steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
                       lambda _: None)
   policy = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
@@ -188,8 +190,15 @@ def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monk
   steps._rollout_phase('gen_0/eval_rollout/s', 'gen_0/eval_rollouts/s', policy, 'dev', 2, 0,  # pylint: disable=protected-access
                        None)
   # Evaluation rolls the policy out alone, with the agent's own settings.
-  assert seen == {'train_unlabeled.jsonl': (16, 0.9, True, True, True),
-                  'dev.jsonl': (4, 0.5, False, False, False)}
+  assert seen == {'train_unlabeled.jsonl': (16, 0.9, True, True, True, True),
+                  'dev.jsonl': (4, 0.5, False, False, False, False)}
+  # The rater's stops are part of the rollout's fingerprint.
+  other = experiment.Experiment(tmp_path / 'other', log=lambda _: None)
+  for name in ('world', 'search', 'gen_0/seed', 'vocab', 'gen_0/models/s'):
+    other.run(name, _write(name), output=name)
+  loop._Steps(dataclasses.replace(cfg, revise_decisions=False), other,  # pylint: disable=protected-access
+              loop.Runner(other, log=lambda _: None), '', lambda _: None).rollout(1, policy)
+  assert other.fingerprint_of('gen_1/rollout') != exp.fingerprint_of('gen_1/rollout')
 
 
 class _RecordingSteps:

@@ -1,5 +1,7 @@
 """Tests for feedback/revision.py: summaries and answers restated with their sources' sentences."""
 
+import dataclasses
+
 import pytest
 
 from restreact_jax.agent import parsing
@@ -166,3 +168,27 @@ def test_a_trajectory_that_searched_past_its_answer_is_answered_from_the_hop_tha
       ('Pane Studios keeps its headquarters in Kipa [link_id=1].', [HQ]),
       ('Kipa lies in the country of Sakiora [link_id=4].', [KIPA])])
   assert revision.revise_answer(two_hops)['answer'].endswith('The answer is Sakiora.')
+
+
+def _sample(action):
+  from restreact_jax.agent.trajectory import Candidate as Sample  # pylint: disable=g-import-not-at-top
+  return Sample(text='', logprobs=[], perplexity=1.0, finish_reason='stop',
+                parse={'ok': True, 'action': action, 'error': None})
+
+
+def test_terminate_is_offered_once_the_summaries_answer_the_question():
+  search = _sample({'type': 'Search', 'query': 'Permi Noran films', 'thoughts': 'More.'})
+  stop = _sample({'type': 'Terminate', 'thoughts': 'Done.'})
+  born = [('Permi Noran was born in Dorper in 1984 [link_id=2].', [BORN])]
+  ready = dataclasses.replace(answer_context('In which city was Permi Noran born?', born),
+                              step_type='decision')
+  assert revision.revise_decision(ready, [search, search]) == {
+      'type': 'Terminate', 'thoughts': 'I have found what I need, so I can answer.'}
+  # A sample that stops already, no summary yet, or a chain one hop short.
+  assert revision.revise_decision(ready, [search, stop]) is None
+  assert revision.revise_decision(
+      dataclasses.replace(ready, summaries=(), past_actions=()), [search]) is None
+  short = answer_context('In what country are the headquarters of Pane Studios?', [
+      ('Pane Studios keeps its headquarters in Kipa [link_id=1].', [HQ])])
+  assert revision.revise_decision(
+      dataclasses.replace(short, step_type='decision'), [search]) is None

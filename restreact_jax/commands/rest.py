@@ -78,6 +78,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          guided_rollouts: bool | str = False,
          revise_summaries: bool | str = False,
          revise_answers: bool | str = False,
+         revise_decisions: bool | str = False,
          vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
          dev_eval_runs: int | None = None,
@@ -166,6 +167,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       of a summary.
     revise_answers: guided rollouts may take the answer the rater reads off
       the summary that completes the question's chain.
+    revise_decisions: guided rollouts may stop (`Terminate`) where the
+      summaries answer the question and no sample stops.
     eval_runs: runs per dev/test question.
     dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.
@@ -239,6 +242,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       guided_rollouts=as_bool(guided_rollouts),
       revise_summaries=as_bool(revise_summaries),
       revise_answers=as_bool(revise_answers),
+      revise_decisions=as_bool(revise_decisions),
       eval_runs=int(eval_runs), dev_eval_runs=_opt_int(dev_eval_runs, 'dev_eval_runs'),
       dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),

@@ -16,7 +16,12 @@ the step's candidates (recorded in the trajectory, so the mixture can train
 on them) and the ranker picks among all of them. With `revise_answers` it
 offers at every answer step the answer the rater reads off the summary that
 completes the question's chain (`revision.revise_answer`), also when none
-of the step's samples parses.
+of the step's samples parses. With `revise_decisions` it offers
+`Terminate` at a decision step whose summaries already answer the question
+(`rule_ranker.answer_ready`, the rule that makes the rater prefer stopping)
+when none of the samples stops: a policy that always searches twice never
+offers it on a one-hop question, and the rollout would go on to a hop the
+question did not ask for.
 
 It sees what the ranker always sees (`step_context.step_contexts`): the
 question, the trajectory so far and the step's candidates, never a gold
@@ -47,15 +52,19 @@ class RankerChooser:
       rank a trajectory still being written.
     revise: add a grounded revision of each summary candidate before ranking.
     revise_answers: add the rater's answer to each answer step.
+    revise_decisions: add `Terminate` to a decision step whose summaries
+      answer the question and whose samples all go on.
   """
 
-  def __init__(self, ranker: Ranker, revise: bool = False, revise_answers: bool = False):
+  def __init__(self, ranker: Ranker, revise: bool = False, revise_answers: bool = False,
+               revise_decisions: bool = False):
     if getattr(ranker, 'oracle', False):
       raise errors.UserError(f'guided rollouts need a label-free ranker; {ranker.name!r} '
                              'reads gold answers')
     self.ranker = ranker
     self.revise = revise
     self.revise_answers = revise_answers
+    self.revise_decisions = revise_decisions
     self.picks = 0
     self.revisions_taken = 0  # picks that are a revision
     self.overrides = 0  # picks that differ from the lowest perplexity
@@ -69,6 +78,9 @@ class RankerChooser:
       candidates = candidates_of(step.to_json())
     if self.revise_answers and step.step_type == 'answer':
       self._add_candidate(step, 'answer', revision.revise_answer(context))
+      candidates = candidates_of(step.to_json())
+    if self.revise_decisions and step.step_type == 'decision':
+      self._add_candidate(step, 'decision', revision.revise_decision(context, step.candidates))
       candidates = candidates_of(step.to_json())
     ok = [i for i, c in enumerate(step.candidates) if c.parse['ok']]
     if not ok:

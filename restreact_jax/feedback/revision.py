@@ -196,6 +196,26 @@ def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
           'answer': f'{sentence} The answer is {name}.'}
 
 
+def revise_decision(ctx: StepContext, candidates: Sequence[Any]) -> dict[str, Any] | None:
+  """`Terminate` where the summaries answer the question and no sample stops.
+
+  Args:
+    ctx: a decision step's visible state.
+    candidates: the step's candidates (`Candidate`s with their `parse`).
+
+  Returns:
+    A `Terminate` action with the pilot demonstrations' thoughts, or None:
+    the summaries do not yet answer the question (`rule_ranker.answer_ready`),
+    or a parseable sample already stops.
+  """
+  if not rule_ranker.answer_ready(ctx):
+    return None
+  if any(c.parse['ok'] and (c.parse.get('action') or {}).get('type') == 'Terminate'
+         for c in candidates):
+    return None
+  return {'type': 'Terminate', 'thoughts': demonstrations.TERMINATE_THOUGHTS}
+
+
 def as_text(action: Mapping[str, Any], step_type: str = 'summarize') -> str:
   """The revision written as the policy writes its step (before `# [END]`)."""
   return prompts.render_target(step_type, action) + '  '

@@ -127,6 +127,9 @@ class RestConfig:
       question's chain (`feedback.revision.revise_answer`), which a step
       whose samples all fail to parse can continue with; the mixture trains
       on it where the rater accepts it.
+    revise_decisions: with `guided_rollouts`, the rater also offers
+      `Terminate` at a decision step whose summaries already answer the
+      question when no sample stops (`feedback.revision.revise_decision`).
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
       `eval_runs`).
@@ -206,6 +209,7 @@ class RestConfig:
   guided_rollouts: bool = False
   revise_summaries: bool = False
   revise_answers: bool = False
+  revise_decisions: bool = False
   vocab_model_type: str = 'unigram'
   eval_runs: int = 3
   dev_eval_runs: int | None = None
@@ -257,6 +261,8 @@ class RestConfig:
       raise errors.UserError('rest.revise_summaries needs rest.guided_rollouts = True')
     if self.revise_answers and not self.guided_rollouts:
       raise errors.UserError('rest.revise_answers needs rest.guided_rollouts = True')
+    if self.revise_decisions and not self.guided_rollouts:
+      raise errors.UserError('rest.revise_decisions needs rest.guided_rollouts = True')
     if self.generations < 0:
       raise errors.UserError(f'rest.generations must be >= 0, got {self.generations}')
     if not self.repeats or any(int(r) < 1 for r in self.repeats):

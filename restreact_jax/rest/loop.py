@@ -369,7 +369,7 @@ class _Steps:
                      repeats: int, seed: int, limit: int | None,
                      num_samples: int | None = None, temperature: float | None = None,
                      guided: bool = False, revise: bool = False, revise_answers: bool = False,
-                     first: int = 0) -> Any:
+                     revise_decisions: bool = False, first: int = 0) -> Any:
     agent = self.cfg.agent_for(policy.size)
     if num_samples:
       agent = dataclasses.replace(agent, num_samples=int(num_samples))
@@ -387,13 +387,14 @@ class _Steps:
             repeats=repeats, seed=seed, agent=agent, limit=limit, first=first,
             progress=self.cfg.progress, name_masking=self.cfg.name_masking,
             snippet_chars=self.cfg.snippet_chars, guided=guided, revise=revise,
-            revise_answers=revise_answers, desc=name),
+            revise_answers=revise_answers, revise_decisions=revise_decisions, desc=name),
         output=output, resumable=True, deps=deps,
         config={'policy': policy.describe(), 'questions': questions, 'repeats': repeats,
                 # Only when on, so that existing experiments keep their fingerprints.
                 **({'guided': True} if guided else {}),
                 **({'revise': True} if revise else {}),
                 **({'revise_answers': True} if revise_answers else {}),
+                **({'revise_decisions': True} if revise_decisions else {}),
                 **({'first': first} if first else {}),
                 'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
@@ -423,7 +424,8 @@ class _Steps:
                         self.cfg.repeats_for(g), self.cfg.seed + 1000 * g, count,
                         self.cfg.rollout_num_samples, self.cfg.rollout_temperature,
                         guided=self.cfg.guided_rollouts, revise=self.cfg.revise_summaries,
-                        revise_answers=self.cfg.revise_answers, first=first)
+                        revise_answers=self.cfg.revise_answers,
+                        revise_decisions=self.cfg.revise_decisions, first=first)
 
   def rank(self, g: int) -> None:
     cfg = self.cfg

@@ -496,6 +496,7 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             progress: bool, name_masking: bool = False,
             snippet_chars: int = 200, guided: bool = False,
             revise: bool = False, revise_answers: bool = False,
+            revise_decisions: bool = False,
             first: int = 0, desc: str = 'rollout') -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
 
@@ -507,8 +508,9 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   `guided` every step continues with the rule rater's pick
   (`feedback.guided`), not the lowest perplexity; with `revise` the rater
   may also pick a grounded revision of a summary (`feedback.revision`), with
-  `revise_answers` the answer it reads off the summaries. `desc` labels the
-  progress bar.
+  `revise_answers` the answer it reads off the summaries, with
+  `revise_decisions` a `Terminate` once the summaries answer the question.
+  `desc` labels the progress bar.
 
   Returns:
     Counts of the whole directory (not only this run's part), so a resumed
@@ -545,7 +547,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
     from restreact_jax.feedback import guided as guided_lib  # pylint: disable=g-import-not-at-top
     from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
     chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(), revise=revise,
-                                       revise_answers=revise_answers)
+                                       revise_answers=revise_answers,
+                                       revise_decisions=revise_decisions)
   rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
                       repeats=repeats, process_index=distributed.process_index(),
                       process_count=distributed.process_count(),
@@ -561,7 +564,7 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
     # perplexity (a resumed phase counts only what it rolled out itself).
     result['guided'] = {'picks': chooser.picks, 'overrides': chooser.overrides,
                         **({'revisions': chooser.revisions_taken}
-                           if revise or revise_answers else {})}
+                           if revise or revise_answers or revise_decisions else {})}
   return result
 
 
