@@ -42,6 +42,14 @@ def _exp(tmp_path):
   return exp
 
 
+def test_wall_seconds_count_phases_that_overlapped_once():
+  # Two test models on threads (overlapping), a later phase after a pause.
+  phases = [{'seconds': 10.0, 'finished_at': 110.0}, {'seconds': 8.0, 'finished_at': 115.0},
+            {'seconds': 5.0, 'finished_at': 200.0}, {'seconds': 1.5}]
+  assert report.busy_seconds(phases) == pytest.approx(15.0 + 5.0 + 1.5)
+  assert report.busy_seconds([]) == 0.0
+
+
 def test_report_table_summary_plots_and_viewer(tmp_path):
   exp = _exp(tmp_path)
   index = report.build_report(exp)

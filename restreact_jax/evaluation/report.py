@@ -47,7 +47,7 @@ import pathlib
 import re
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from restreact_jax import errors
 from restreact_jax.evaluation.autoeval import load_jsonl
@@ -70,6 +70,29 @@ def _generations(exp: pathlib.Path) -> list[tuple[int, pathlib.Path]]:
   return sorted(gens)
 
 
+def busy_seconds(phases: Iterable[Mapping[str, Any]]) -> float:
+  """Seconds during which some phase ran: the union of their time intervals.
+
+  Phases that ran at the same time (the test models on threads) count once,
+  and the gaps of a loop resumed later do not count. A phase recorded
+  without `finished_at` adds its `seconds`.
+  """
+  intervals, loose = [], 0.0
+  for p in phases:
+    seconds = float(p.get('seconds', 0.0))
+    if 'finished_at' in p:
+      end = float(p['finished_at'])
+      intervals.append((end - seconds, end))
+    else:
+      loose += seconds
+  total, reach = 0.0, float('-inf')
+  for start, end in sorted(intervals):
+    if end > reach:
+      total += end - max(start, reach)
+      reach = end
+  return total + loose
+
+
 def collect_summary(exp_dir: str | pathlib.Path, world_seed: int | None = None,
                     wall_seconds: float | None = None) -> dict[str, Any]:
   """The report's `summary.json` content, read from the experiment directory.
@@ -77,7 +100,7 @@ def collect_summary(exp_dir: str | pathlib.Path, world_seed: int | None = None,
   Args:
     exp_dir: EXP_DIR.
     world_seed: overrides `world/world.json`'s seed.
-    wall_seconds: overrides the sum of the manifest's phase times.
+    wall_seconds: overrides the manifest's busy time (`busy_seconds`).
 
   Returns:
     `{"world_seed", "wall_seconds", "split", "generations": [...]}`.
@@ -93,7 +116,7 @@ def collect_summary(exp_dir: str | pathlib.Path, world_seed: int | None = None,
   if wall_seconds is None:
     manifest = exp / 'manifest.json'
     phases = _read_json(manifest).get('phases', {}) if manifest.exists() else {}
-    wall_seconds = float(sum(float(p.get('seconds', 0.0)) for p in phases.values()))
+    wall_seconds = busy_seconds(phases.values())
   # The test split (`test/eval/gen_<g>_<size>/`) when the loop has run it there.
   by_gen = _split_by_gen(exp, 'test')
   split = 'test'
@@ -498,7 +521,7 @@ def build_report(exp_dir: str | pathlib.Path, *, world_seed: int | None = None,
   Args:
     exp_dir: EXP_DIR.
     world_seed: overrides the seed read from `world/world.json`.
-    wall_seconds: overrides the manifest's summed phase times.
+    wall_seconds: overrides the manifest's busy time (`busy_seconds`).
     max_trajectories: how many trajectories the viewer shows (latest generation
       that has any).
 
