@@ -388,6 +388,19 @@ def test_a_generation_can_fine_tune_with_its_own_settings(tmp_path, monkeypatch)
             finetune_by_generation={2: phases.TrainSettings(steps=0)}).validate()
 
 
+def test_generations_that_need_more_questions_than_the_world_has_fail_up_front():
+  # 4 generations x 150 fresh questions fit 800 - 200 pilot; x 240 do not.
+  world = build.WorldConfig(num_entities=20, num_train=800)
+  _config(world=world, pilot_questions=200, generations=4, train_limit=150,
+          fresh_questions=True).validate()
+  with pytest.raises(errors.UserError, match=r'4 generations need 960 unlabeled training '
+                     r'questions, the world has 600 \(num_train 800 - pilot_questions 200\)'):
+    _config(world=world, pilot_questions=200, generations=4, train_limit=240,
+            fresh_questions=True).validate()
+  # Every generation on the same questions needs only train_limit of them.
+  _config(world=world, pilot_questions=200, generations=4, train_limit=240).validate()
+
+
 def test_a_generation_window_past_the_questions_is_one_clear_error(tmp_path):
   questions = tmp_path / 'train_unlabeled.jsonl'
   questions.write_text(''.join(json.dumps({'id': f'q{i}', 'question': '?', 'answers': ['a']})

@@ -305,6 +305,13 @@ class RestConfig:
     if self.fresh_questions and self.train_limit is None:
       raise errors.UserError('rest.fresh_questions needs rest.train_limit: each generation '
                              'rolls out the next train_limit unlabeled questions')
+    unlabeled = self.world.num_train - self.pilot_questions
+    if self.fresh_questions and self.generations and self.heldout_start() > unlabeled:
+      raise errors.UserError(
+          f'rest.fresh_questions: {self.generations} generations need '
+          f'{self.heldout_start()} unlabeled training questions, the world has {unlabeled} '
+          f'(num_train {self.world.num_train} - pilot_questions {self.pilot_questions}); '
+          'lower train_limit or set fresh_questions = False')
     if self.pilot_questions < 0:
       raise errors.UserError(f'rest.pilot_questions must be >= 0, got {self.pilot_questions}')
     if self.trajectory_filter not in (None, 'oracle'):
