@@ -168,6 +168,14 @@ def test_models_take_the_trained_vocabulary_size(tmp_path):
   assert not logs  # already aligned: silent
 
 
+def _with_gen_0(root):
+  """An experiment whose world, search, seed data, vocabulary and gen 0 are done."""
+  exp = experiment.Experiment(root, log=lambda _: None)
+  for name in ('world', 'search', 'gen_0/seed', 'vocab', 'gen_0/models/s'):
+    exp.run(name, _write(name), output=name)
+  return exp
+
+
 def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monkeypatch):
   seen = {}
 
@@ -178,9 +186,7 @@ def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monk
                                  revise_answers, revise_decisions)
     return {}
   monkeypatch.setattr(phases, 'rollout', fake_rollout)
-  exp = experiment.Experiment(tmp_path, log=lambda _: None)
-  for name in ('world', 'search', 'gen_0/seed', 'vocab', 'gen_0/models/s'):
-    exp.run(name, _write(name), output=name)
+  exp = _with_gen_0(tmp_path)
   cfg = _config(rollout_num_samples=16, rollout_temperature=0.9, guided_rollouts=True,
                 revise_summaries=True, revise_answers=True, revise_decisions=True)
   steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
@@ -193,9 +199,7 @@ def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monk
   assert seen == {'train_unlabeled.jsonl': (16, 0.9, True, True, True, True),
                   'dev.jsonl': (4, 0.5, False, False, False, False)}
   # The rater's stops are part of the rollout's fingerprint.
-  other = experiment.Experiment(tmp_path / 'other', log=lambda _: None)
-  for name in ('world', 'search', 'gen_0/seed', 'vocab', 'gen_0/models/s'):
-    other.run(name, _write(name), output=name)
+  other = _with_gen_0(tmp_path / 'other')
   loop._Steps(dataclasses.replace(cfg, revise_decisions=False), other,  # pylint: disable=protected-access
               loop.Runner(other, log=lambda _: None), '', lambda _: None).rollout(1, policy)
   assert other.fingerprint_of('gen_1/rollout') != exp.fingerprint_of('gen_1/rollout')
