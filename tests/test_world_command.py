@@ -53,6 +53,17 @@ def test_world_rebuilds_when_the_seed_changes(tmp_path):
   assert meta['corpus_sha256'] == bm25.file_sha256(tmp_path / 'world' / 'corpus.jsonl')
 
 
+def test_world_takes_its_question_mix_from_gin(tmp_path):
+  _world(tmp_path, "--gin.world.qtype_weights={'two_hop': 0.8, 'one_hop': 0.2}")
+  train = tmp_path / 'world' / 'questions' / 'train.jsonl'
+  written = train.read_text()
+  qtypes = [json.loads(line)['qtype'] for line in written.splitlines()]
+  assert qtypes.count('two_hop') == 32 and qtypes.count('one_hop') == 8
+  with pytest.raises(errors.UserError, match='world qtype_weights: .*sum to 1'):
+    _world(tmp_path, "--gin.world.qtype_weights={'two_hop': 0.8}")
+  assert train.read_text() == written  # the world already written is kept
+
+
 def test_search_prints_results(tmp_path, capsys):
   _world(tmp_path)
   capsys.readouterr()

@@ -1,9 +1,11 @@
 """Tests for the question splits: fields, disjoint topics, and BM25 answerability."""
 
 import collections
+import re
 
 import pytest
 
+from restreact_jax import errors
 from restreact_jax.search import bm25
 from restreact_jax.world import build
 from restreact_jax.world import canon
@@ -50,6 +52,36 @@ def test_question_mix_is_bamboogle_shaped(world_and_tool):
     assert hops[2] > hops[1] and hops[3] > 0
   train_families = {q['template_id'].split('.')[0] for q in world.questions['train']}
   assert train_families == {f.id for f in questions.FAMILIES}
+
+
+MIX = {'one_hop': 0.1, 'two_hop': 0.7, 'three_hop': 0.1, 'comparison': 0.1}
+
+
+def test_a_world_can_ask_its_own_question_mix():
+  config = build.WorldConfig(seed=3, num_test=120, qtype_weights=MIX)
+  config.validate()
+  world = build.build_world(config)
+  for split, rows in world.questions.items():
+    qtypes = collections.Counter(q['qtype'] for q in rows)
+    assert 'arithmetic' not in qtypes, split
+    for qtype, share in MIX.items():
+      assert qtypes[qtype] == round(len(rows) * share), (split, qtype)
+  assert len(world.questions['test']) == 120
+  # The mix is part of the world's identity; the default mix keeps its hash.
+  default = build.WorldConfig(seed=3, num_test=120)
+  assert config.fingerprint() != default.fingerprint()
+  assert default.fingerprint() == build.WorldConfig(
+      seed=3, num_test=120, qtype_weights=None).fingerprint()
+
+
+@pytest.mark.parametrize('weights, message', [
+    ({'two_hop': 0.5, 'four_hop': 0.5}, "unknown question types ['four_hop']"),
+    ({'two_hop': 1.5, 'one_hop': -0.5}, 'must be >= 0'),
+    ({'two_hop': 0.5, 'one_hop': 0.4}, 'must sum to 1'),
+])
+def test_a_bad_question_mix_is_one_clear_error(weights, message):
+  with pytest.raises(errors.UserError, match=r'world qtype_weights: .*' + re.escape(message)):
+    build.WorldConfig(qtype_weights=weights).validate()
 
 
 def test_splits_share_no_topic_entity_and_never_touch_the_canon(world_and_tool):

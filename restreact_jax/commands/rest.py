@@ -41,6 +41,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          num_train: int = 300,
          num_dev: int = 60,
          num_test: int = 60,
+         qtype_weights: Mapping[str, float] | None = None,
          vocab_size: int = 2048,
          exemplar_set: str = 'world',
          pretrain: TrainSettings = TrainSettings(steps=2000),
@@ -114,6 +115,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     num_train: unlabeled training questions.
     num_dev: dev questions (model selection).
     num_test: test questions (final numbers).
+    qtype_weights: the world's question mix, question type -> share (None:
+      the default mix, `world.questions.QTYPE_WEIGHTS`).
     vocab_size: SentencePiece pieces.
     exemplar_set: hand-written trajectories ('world' or 'open_domain').
     pretrain: base LM training settings.
@@ -207,7 +210,8 @@ def rest(exp_dir: str = gin.REQUIRED,
 
   world = build.WorldConfig(seed=int(world_seed), num_entities=int(num_entities),
                             num_train=int(num_train), num_dev=int(num_dev),
-                            num_test=int(num_test))
+                            num_test=int(num_test),
+                            qtype_weights=dict(qtype_weights) if qtype_weights else None)
   world.validate()
   cfg = config_lib.RestConfig(
       world=world, models=dict(models), policy_size=str(policy_size),

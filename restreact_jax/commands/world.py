@@ -11,6 +11,7 @@ same corpus bytes) does nothing.
 from __future__ import annotations
 
 import pathlib
+from typing import Mapping
 
 import gin
 import tqdm
@@ -33,6 +34,7 @@ def world(exp_dir: str = gin.REQUIRED,
           num_test: int = 60,
           dev_fraction: float = 0.15,
           test_fraction: float = 0.15,
+          qtype_weights: Mapping[str, float] | None = None,
           force: bool | str = False) -> pathlib.Path:
   """Builds `EXP_DIR/world` and `EXP_DIR/search/bm25` unless already current.
 
@@ -45,6 +47,8 @@ def world(exp_dir: str = gin.REQUIRED,
     num_test: test questions.
     dev_fraction: share of entities reserved for dev topics.
     test_fraction: share of entities reserved for test topics.
+    qtype_weights: question type -> share of every split (None: the default
+      mix, `world.questions.QTYPE_WEIGHTS`).
     force: rebuild even when the outputs are current.
 
   Returns:
@@ -53,7 +57,8 @@ def world(exp_dir: str = gin.REQUIRED,
   config = build.WorldConfig(seed=int(seed), num_entities=int(num_entities),
                              num_train=int(num_train), num_dev=int(num_dev),
                              num_test=int(num_test), dev_fraction=float(dev_fraction),
-                             test_fraction=float(test_fraction))
+                             test_fraction=float(test_fraction),
+                             qtype_weights=dict(qtype_weights) if qtype_weights else None)
   config.validate()
   root = pathlib.Path(exp_dir)
   world_dir, index_dir = root / 'world', root / 'search' / 'bm25'

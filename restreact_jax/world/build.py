@@ -26,7 +26,7 @@ import os
 import pathlib
 import shutil
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from restreact_jax import errors, jsonl
 from restreact_jax.world import canon
@@ -51,6 +51,8 @@ class WorldConfig:
     num_test: test questions.
     dev_fraction: share of every entity type reserved for dev topics.
     test_fraction: share reserved for test topics.
+    qtype_weights: question type -> share of every split (None: the default
+      mix, `questions.QTYPE_WEIGHTS`); a type left out is never asked.
   """
   seed: int = 0
   num_entities: int = 400
@@ -59,6 +61,7 @@ class WorldConfig:
   num_test: int = 60
   dev_fraction: float = 0.15
   test_fraction: float = 0.15
+  qtype_weights: Mapping[str, float] | None = None
 
   def validate(self) -> None:
     if self.num_entities < 20:
@@ -71,11 +74,20 @@ class WorldConfig:
       raise errors.UserError(
           'world dev_fraction and test_fraction must be >= 0 and sum to < 1, got '
           f'{self.dev_fraction} and {self.test_fraction}')
+    if self.qtype_weights is not None:
+      try:
+        questions_lib.check_qtype_weights(self.qtype_weights)
+      except ValueError as e:
+        raise errors.UserError(f'world qtype_weights: {e}') from None
 
   def fingerprint(self) -> str:
     """A hash of everything that determines the world's bytes."""
-    payload = json.dumps({'version': GENERATOR_VERSION, **dataclasses.asdict(self)},
-                         sort_keys=True)
+    fields = dataclasses.asdict(self)
+    if fields['qtype_weights'] is None:
+      del fields['qtype_weights']  # worlds of the default mix keep their hash
+    else:
+      fields['qtype_weights'] = {k: float(v) for k, v in fields['qtype_weights'].items()}
+    payload = json.dumps({'version': GENERATOR_VERSION, **fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -137,7 +149,8 @@ def build_world(config: WorldConfig) -> World:
   splits = questions_lib.assign_splits(entities, config.seed, config.dev_fraction,
                                        config.test_fraction)
   counts = {'train': config.num_train, 'dev': config.num_dev, 'test': config.num_test}
-  questions = questions_lib.make_questions(entities, support, splits, counts, config.seed)
+  questions = questions_lib.make_questions(entities, support, splits, counts, config.seed,
+                                           config.qtype_weights)
   return World(config=config, entities=entities, passages=passages, support=support,
                splits=splits, questions=questions,
                canon_questions=questions_lib.canon_questions(entities, support))

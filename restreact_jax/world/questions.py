@@ -48,6 +48,21 @@ QTYPE_WEIGHTS: dict[str, float] = {
 }
 
 
+def check_qtype_weights(weights: Mapping[str, float]) -> None:
+  """Raises ValueError unless `weights` is a question mix over known qtypes.
+
+  Every key must be a qtype of QTYPE_WEIGHTS, every weight >= 0, and the
+  weights must sum to 1 (a qtype left out is never asked).
+  """
+  unknown = sorted(set(weights) - set(QTYPE_WEIGHTS))
+  if unknown:
+    raise ValueError(f'unknown question types {unknown}; known: {list(QTYPE_WEIGHTS)}')
+  if any(not float(w) >= 0 for w in weights.values()):
+    raise ValueError(f'question type weights must be >= 0, got {dict(weights)}')
+  if abs(sum(float(w) for w in weights.values()) - 1) > 1e-6:
+    raise ValueError(f'question type weights must sum to 1, got {dict(weights)}')
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   """A question family: what is asked, and its surface templates.
@@ -331,12 +346,17 @@ def _candidates(maker: QuestionMaker, pool: Mapping[str, list[schema.Entity]],
 
 
 def make_split(maker: QuestionMaker, pool: Mapping[str, list[schema.Entity]],
-               count: int, rng: random.Random) -> list[dict[str, object]]:
+               count: int, rng: random.Random,
+               weights: Mapping[str, float] | None = None) -> list[dict[str, object]]:
   """Draws up to `count` distinct questions about the entities in `pool`.
 
-  Qtypes follow QTYPE_WEIGHTS; within a qtype the families take turns, so
-  every family is represented. Each (family, topics) is asked at most once.
+  Qtypes follow `weights` (default QTYPE_WEIGHTS; a qtype without weight is
+  never asked); within a qtype the families take turns, so every family is
+  represented. Each (family, topics) is asked at most once.
   """
+  if weights is None:
+    weights = QTYPE_WEIGHTS
+  asked = [q for q in QTYPE_WEIGHTS if weights.get(q, 0) > 0]
   grouped = _candidates(maker, pool, rng)
   queues: dict[str, list[_Ask]] = {}
   for qtype, by_family in grouped.items():
@@ -349,12 +369,13 @@ def make_split(maker: QuestionMaker, pool: Mapping[str, list[schema.Entity]],
       merged.extend(x[i] for x in lists if i < len(x))
     queues[qtype] = merged
   chosen: list[_Ask] = []
-  for qtype, weight in QTYPE_WEIGHTS.items():
-    take = min(round(count * weight), len(queues.get(qtype, [])))
-    chosen.extend(queues[qtype][:take])
-    queues[qtype] = queues[qtype][take:]
-  # Fill any shortfall from what is left, most common qtype first.
-  for qtype in QTYPE_WEIGHTS:
+  for qtype in asked:
+    queue = queues.get(qtype, [])
+    take = min(round(count * weights[qtype]), len(queue))
+    chosen.extend(queue[:take])
+    queues[qtype] = queue[take:]
+  # Fill any shortfall from what is left of the asked qtypes.
+  for qtype in asked:
     while len(chosen) < count and queues.get(qtype):
       chosen.append(queues[qtype].pop(0))
   chosen = chosen[:count]
@@ -366,7 +387,8 @@ def make_split(maker: QuestionMaker, pool: Mapping[str, list[schema.Entity]],
 def make_questions(entities: Sequence[schema.Entity],
                    support: Mapping[tuple[str, str], str],
                    splits: Mapping[str, str], counts: Mapping[str, int],
-                   seed: int) -> dict[str, list[dict[str, object]]]:
+                   seed: int, weights: Mapping[str, float] | None = None
+                   ) -> dict[str, list[dict[str, object]]]:
   """Builds the question splits.
 
   Args:
@@ -375,6 +397,7 @@ def make_questions(entities: Sequence[schema.Entity],
     splits: entity id -> split (from `assign_splits`).
     counts: split -> number of questions wanted.
     seed: the world seed.
+    weights: qtype -> share of every split (default QTYPE_WEIGHTS).
 
   Returns:
     split -> question records with ids '<split>-NNNNN'.
@@ -387,7 +410,7 @@ def make_questions(entities: Sequence[schema.Entity],
       if not e.canon and splits.get(e.id) == split:
         pool.setdefault(e.type, []).append(e)
     rng = random.Random(f'{seed}:questions:{split}')
-    records = make_split(maker, pool, counts.get(split, 0), rng)
+    records = make_split(maker, pool, counts.get(split, 0), rng, weights)
     out[split] = [{'id': f'{split}-{i:05d}', **r} for i, r in enumerate(records)]
   return out
 
