@@ -180,8 +180,11 @@ def test_decode_chunk_equals_plain_decode(model_and_params):
   closed = chunked.close_chunk()
   assert closed.recent is None
   np.testing.assert_array_equal(closed.lengths, [11, 13, 16])
-  np.testing.assert_allclose(closed.k, plain.k, atol=1e-6)
-  np.testing.assert_allclose(closed.v, plain.v, atol=1e-6)
+  # Layer 1's keys and values come from layer 0's attention, which the chunk
+  # computes over the cache and the chunk separately: float32 rounding of the
+  # two paths differs by an ulp or so (1.04e-6 on a key of 0.349 on one CPU).
+  np.testing.assert_allclose(closed.k, plain.k, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(closed.v, plain.v, rtol=1e-5, atol=1e-5)
   # Nothing was written where no token went: row 1 past position 13.
   assert float(jnp.abs(closed.k[:, 1, :, 13:]).max()) == 0.0
 
