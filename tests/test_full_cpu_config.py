@@ -75,6 +75,13 @@ def test_full_cpu_resolves_to_a_bigger_two_tool_run(monkeypatch, tmp_path):
   assert "'calculator'" in (tmp_path / 'full' / 'config.gin').read_text()
 
 
+def test_the_loop_asks_the_question_mix_it_is_given(monkeypatch, tmp_path):
+  assert _rest_config(monkeypatch, tmp_path / 'a', DEMO).world.qtype_weights is None
+  cfg = _rest_config(monkeypatch, tmp_path / 'b', DEMO,
+                     "--gin.rest.qtype_weights={'two_hop': 0.9, 'one_hop': 0.1}")
+  assert cfg.world.qtype_weights == {'two_hop': 0.9, 'one_hop': 0.1}
+
+
 def test_the_oracle_ablation_is_one_override(monkeypatch, tmp_path):
   cfg = _rest_config(monkeypatch, tmp_path, FULL, "--gin.rest.ranker='oracle'")
   assert cfg.ranker == 'oracle' and cfg.agent.tools == ('search', 'calculator')
