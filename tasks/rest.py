@@ -327,10 +327,23 @@ def _per_type_tasks(prefix: str, paths: Mapping[str, Sequence[str]],
   return [(prefix + step_type, rate) for step_type, rate in chosen.items()]
 
 
+def _ranked_files(exp_dir: str | os.PathLike[str], generations: Sequence[int],
+                  ) -> tuple[dict[str, int], dict[str, list[str]]]:
+  """Ranked examples per step type over `generations`, and their files."""
+  counts, paths = {}, {}
+  for g in generations:
+    for step_type, n in read_stats(exp_dir, g).get('per_step_type', {}).items():
+      if int(n) > 0:
+        counts[step_type] = counts.get(step_type, 0) + int(n)
+        paths.setdefault(step_type, []).append(str(ranked_dir(exp_dir, g) / f'{step_type}.tfrecord'))
+  return counts, paths
+
+
 def register_generation(exp_dir: str | os.PathLike[str], generation: int,
                         vocab_path: str | os.PathLike[str] | None,
                         rates: Mapping[str, float] | None = None,
-                        seed_fraction: float = 0.0, seed_floor: bool = False) -> str:
+                        seed_fraction: float = 0.0, seed_floor: bool = False,
+                        generations: Sequence[int] | None = None) -> str:
   """Registers generation g's step tasks and their mixture.
 
   Args:
@@ -342,6 +355,9 @@ def register_generation(exp_dir: str | os.PathLike[str], generation: int,
     seed_fraction: share of seed exemplars mixed in (0: none, the paper's way).
     seed_floor: mix the seed in per step type, each type kept at least at its
       share of the seed data (`seed_floor_rates`).
+    generations: the generations whose ranked data the mixture reads, e.g.
+      every one up to `generation` (ReST's growing dataset, each step type
+      one task over all their files); None: `generation`'s only.
 
   Returns:
     The mixture name `restreact_gen{g}_mixture`.
@@ -350,16 +366,13 @@ def register_generation(exp_dir: str | os.PathLike[str], generation: int,
     UserError: nothing to train on (no ranked examples with a positive rate
       and no seed share).
   """
-  counts = read_stats(exp_dir, generation).get('per_step_type', {})
+  counts, paths = _ranked_files(exp_dir, (generation,) if generations is None else generations)
   chosen = mixture_rates(counts, rates)
   if not chosen and seed_fraction <= 0:
     raise errors.UserError(
         f'generation {generation}: the mixture has no examples to train on '
         f'(per step type: {dict(counts)}, rates: {dict(rates) if rates else "proportional"})')
-  directory = ranked_dir(exp_dir, generation)
-  tasks = _per_type_tasks(step_task_name(generation, ''),
-                          {t: [str(directory / f'{t}.tfrecord')] for t in chosen}, chosen,
-                          vocab_path)
+  tasks = _per_type_tasks(step_task_name(generation, ''), paths, chosen, vocab_path)
   return _with_seed(mixture_name(generation), tasks, exp_dir, vocab_path, seed_fraction,
                     chosen if seed_floor else None)
 
@@ -393,12 +406,7 @@ def register_distill(exp_dir: str | os.PathLike[str], generation: int,
   Returns:
     The task (or mixture) name.
   """
-  counts, paths = {}, {}
-  for g in (generation,) if generations is None else tuple(generations):
-    for step_type, n in read_stats(exp_dir, g).get('per_step_type', {}).items():
-      if int(n) > 0:
-        counts[step_type] = counts.get(step_type, 0) + int(n)
-        paths.setdefault(step_type, []).append(str(ranked_dir(exp_dir, g) / f'{step_type}.tfrecord'))
+  counts, paths = _ranked_files(exp_dir, (generation,) if generations is None else generations)
   name = distill_task_name(generation)
   if rates is not None:
     if extra_files:

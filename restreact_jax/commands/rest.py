@@ -53,6 +53,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          student_seed: TrainSettings | None = None,
          distill_last_only: bool = False,
          distill_all_generations: bool | str = False,
+         policy_all_generations: bool | str = False,
          init_from: str = 'base',
          student_init: str = 'base',
          repeats: Sequence[int] = (1, 4),
@@ -132,6 +133,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     distill_last_only: fine-tune students on the last generation's data only.
     distill_all_generations: a student reads the ranked data of every
       generation up to its own, not its generation's only.
+    policy_all_generations: the policy's generation g reads the ranked data
+      of generations 1..g, not g's only.
     init_from: 'base', 'previous' or 'gen_0' (each generation from gen 0).
     student_init: 'base' (students have their own base and seed fine-tune) or
       'pruned' (each student fine-tune starts from its generation's policy
@@ -223,6 +226,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       distill=distill or finetune,
       student_seed=student_seed, distill_last_only=as_bool(distill_last_only),
       distill_all_generations=as_bool(distill_all_generations),
+      policy_all_generations=as_bool(policy_all_generations),
       init_from=init_from, student_init=str(student_init), repeats=tuple(int(r) for r in repeats),
       train_limit=_opt_int(train_limit, 'train_limit'),
       fresh_questions=as_bool(fresh_questions),

@@ -53,6 +53,9 @@ class RestConfig:
     distill_all_generations: a student's fine-tune reads the ranked data of
       every generation up to its own (what its teacher was trained on over
       the loop), not its generation's only.
+    policy_all_generations: the same for the policy: generation g's
+      fine-tune reads the ranked data of generations 1..g (ReST's growing
+      dataset), not g's only.
     init_from: 'base' (each generation starts from the base checkpoint),
       'previous' (from the previous generation's model of that size) or
       'gen_0' (from that size's gen 0 seed fine-tune: each generation's data
@@ -183,6 +186,7 @@ class RestConfig:
   student_seed: TrainSettings | None = None
   distill_last_only: bool = False
   distill_all_generations: bool = False
+  policy_all_generations: bool = False
   init_from: str = 'base'
   student_init: str = 'base'
   repeats: tuple[int, ...] = (1, 4)

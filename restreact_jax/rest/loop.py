@@ -337,11 +337,12 @@ class _Steps:
     cfg = self.cfg
     is_policy = size == cfg.policy_size
     init_phase = init_phase_for(cfg, g, size, previous)
-    mixtures = tuple(range(1, g + 1)) if cfg.distill_all_generations and not is_policy else (g,)
+    every = cfg.policy_all_generations if is_policy else cfg.distill_all_generations
+    mixtures = tuple(range(1, g + 1)) if every else (g,)
     if is_policy:
       task_fn = lambda: rest_tasks.register_generation(  # noqa: E731
           self.root, g, self.vocab_path, cfg.mixture_rates, cfg.seed_fraction,
-          cfg.seed_floor)
+          cfg.seed_floor, generations=mixtures)
     else:
       # The student trains on its teacher's mixture, weighted the same way.
       task_fn = lambda: rest_tasks.register_distill(  # noqa: E731
