@@ -427,8 +427,12 @@ def test_heldout_questions_are_the_unlabeled_ones_after_train_limit(tmp_path):
     phases.write_heldout(tmp_path, unlabeled, 5)
 
 
-def _two_ranked_generations(tmp_path):
-  """gen_1/ranked with 2 decisions and 2 answers, gen_2/ranked with 3 of each."""
+def _finetune_gen2(tmp_path, monkeypatch, **kw):
+  """Generation 2's policy ('s') and student ('xs') fine-tunes over two ranked generations.
+
+  gen_1/ranked holds 2 decisions and 2 answers, gen_2/ranked 3 of each; the
+  training itself is left out. Returns `{size: (task, deps, extra)}`.
+  """
   from restreact_jax.rest import mixture  # pylint: disable=g-import-not-at-top
   for g, n in ((1, 2), (2, 3)):
     examples = [mixture.StepExample(inputs=f'"""{t}"""\nQ{g}.{i}\n', targets='x', step_type=t,
@@ -437,21 +441,7 @@ def _two_ranked_generations(tmp_path):
     mixture.write_tfrecords(examples, tmp_path / f'gen_{g}' / 'ranked')
     (tmp_path / f'gen_{g}' / 'ranked' / 'stats.json').write_text(json.dumps(
         {'per_step_type': {'decision': n, 'answer': n}, 'examples': 2 * n}))
-
-
-def _answers_in(task):
-  import seqio  # pylint: disable=g-import-not-at-top
-  return sorted(ex['inputs_pretokenized'].decode().rsplit('Q', 1)[-1].strip()
-                for ex in seqio.get_mixture_or_task(task).get_dataset(
-                    None, split='train', shuffle=False).as_numpy_iterator())
-
-
-@pytest.mark.parametrize('all_generations', [False, True])
-def test_policy_reads_every_generations_ranked_data(tmp_path, monkeypatch, all_generations):
-  import seqio  # pylint: disable=g-import-not-at-top
-  _two_ranked_generations(tmp_path)
-  cfg = _config(generations=2, policy_all_generations=all_generations,
-                mixture_rates={'decision': 1.0, 'answer': 3.0})
+  cfg = _config(generations=2, mixture_rates={'decision': 1.0, 'answer': 3.0}, **kw)
   steps = loop._Steps(cfg, experiment.Experiment(tmp_path, log=lambda _: None),
                       run=None, config_text='', log=lambda _: None)
   steps.vocab_path = None
@@ -459,45 +449,40 @@ def test_policy_reads_every_generations_ranked_data(tmp_path, monkeypatch, all_g
   monkeypatch.setattr(steps, '_train',
                       lambda name, size, task_fn, settings, init, deps, extra, teacher=None:
                       trained.update({size: (task_fn(), deps, extra)}))
-  steps.finetune(2, 's', None)
-  task, deps, extra = trained['s']
-  mix = seqio.get_mixture_or_task(task)
+  steps.finetune(2, 'xs', steps.finetune(2, 's', None))
+  return trained
+
+
+def _answers_in(mixture_name):
+  """The question ids of the examples of a step-type mixture's answer task."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  mix = seqio.get_mixture_or_task(mixture_name)
+  # Answers weighted 3x, as `mixture_rates` asks.
   rates = {t.name.rsplit('_', 1)[-1]: mix.get_rate(t) for t in mix.tasks}
   assert rates == pytest.approx({'decision': 0.25, 'answer': 0.75})
+  answer_task, = [t for t in mix.tasks if t.name.endswith('_answer')]
+  return sorted(ex['inputs_pretokenized'].decode().rsplit('Q', 1)[-1].strip()
+                for ex in answer_task.get_dataset(None, split='train', shuffle=False)
+                .as_numpy_iterator())
+
+
+@pytest.mark.parametrize('all_generations', [False, True])
+@pytest.mark.parametrize('size,flag', [('s', 'policy_all_generations'),
+                                       ('xs', 'distill_all_generations')])
+def test_generation_reads_every_generations_ranked_data(tmp_path, monkeypatch, size, flag,
+                                                         all_generations):
+  """The policy ('s') or the student ('xs', weighted as its teacher) reads gen 1's data too."""
+  trained = _finetune_gen2(tmp_path, monkeypatch, **{flag: all_generations})
+  task, deps, extra = trained[size]
   # gen 1's answers join gen 2's only with the flag.
-  answer_task, = [t.name for t in mix.tasks if t.name.endswith('_answer')]
-  assert _answers_in(answer_task) == (
+  assert _answers_in(task) == (
       ['1.0', '1.1', '2.0', '2.1', '2.2'] if all_generations else ['2.0', '2.1', '2.2'])
   assert ('gen_1/mixture' in deps) == all_generations and 'gen_2/mixture' in deps
   assert extra.get('all_generations', False) == all_generations
-
-
-@pytest.mark.parametrize('all_generations', [False, True])
-def test_students_train_on_their_teachers_mixture(tmp_path, monkeypatch, all_generations):
-  import seqio  # pylint: disable=g-import-not-at-top
-  _two_ranked_generations(tmp_path)
-  cfg = _config(generations=2, distill_all_generations=all_generations,
-                mixture_rates={'decision': 1.0, 'answer': 3.0})
-  steps = loop._Steps(cfg, experiment.Experiment(tmp_path, log=lambda _: None),
-                      run=None, config_text='', log=lambda _: None)
-  steps.vocab_path = None
-  trained = {}
-  monkeypatch.setattr(steps, '_train',
-                      lambda name, size, task_fn, settings, init, deps, extra, teacher=None:
-                      trained.update({size: (task_fn(), deps, extra)}))
-  policy = steps.finetune(2, 's', None)
-  steps.finetune(2, 'xs', policy)
-  task, deps, extra = trained['xs']
-  mix = seqio.get_mixture_or_task(task)
-  rates = {t.name.rsplit('_', 1)[-1]: mix.get_rate(t) for t in mix.tasks}
-  # Answers weighted 3x, as in the policy's mixture.
-  assert rates == pytest.approx({'decision': 0.25, 'answer': 0.75})
-  n_answers = len(list(seqio.get_mixture_or_task(f'{task}_answer').get_dataset(
-      None, split='train', shuffle=False).as_numpy_iterator()))
-  assert n_answers == (5 if all_generations else 3)
-  assert ('gen_1/mixture' in deps) == all_generations and 'gen_2/mixture' in deps
-  assert extra.get('all_generations', False) == all_generations
-  assert 'weighted_like_policy' not in trained['s'][2]
+  # Each flag is its own model's: the other one reads gen 2's data only.
+  other = trained['xs' if size == 's' else 's'][2]
+  assert 'all_generations' not in other
+  assert ('weighted_like_policy' in extra) == (size == 'xs')
 
 
 @pytest.mark.parametrize('weight', [0.0, 0.5])
