@@ -68,6 +68,10 @@ def test_full_cpu_resolves_to_a_bigger_two_tool_run(monkeypatch, tmp_path):
   for name in ('init_from', 'ranker', 'judge', 'repeats', 'vocab_size', 'name_masking',
                'only_acceptable', 'seed_fraction'):
     assert getattr(cfg, name) == getattr(demo, name), name
+  # Every generation's policy and student read the ranked data of all
+  # generations so far (the README's table), the four of full_cpu too.
+  assert demo.policy_all_generations and demo.distill_all_generations
+  assert cfg.policy_all_generations and cfg.distill_all_generations
   assert cfg.eval_runs >= demo.eval_runs and cfg.pilot_questions >= demo.pilot_questions
   for name in ('num_samples', 'temperature', 'max_tokens', 'max_searches', 'max_attempts'):
     assert getattr(cfg.agent, name) == getattr(demo.agent, name), name
