@@ -44,13 +44,17 @@ def test_steps_are_paired_across_seeds(runs):
   assert first.diffs == (5.0, 0.5, -1.0)
   assert first.improved == 2
   # Beyond the std over runs of both generations: only seed 0 (+5 > 1); seed 7's +0.5 < 2.
-  assert first.beyond_std == 1
+  assert first.beyond == (True, False, False) and first.beyond_std == 1
   assert first.mean == pytest.approx(np.mean([5.0, 0.5, -1.0]))
   assert first.sd == pytest.approx(np.std([5.0, 0.5, -1.0], ddof=1))
   assert first.sign_p == pytest.approx(0.5)  # P(X >= 2), X ~ Bin(3, 1/2)
   assert first.t_p == pytest.approx(scipy.stats.ttest_1samp(
       [5.0, 0.5, -1.0], 0.0, alternative='greater').pvalue)
   assert second.diffs == (3.0, 5.5, 5.0) and second.improved == 3 and second.beyond_std == 3
+  # Both steps beyond the std over runs: seed 0 only (seed 7's first step is inside
+  # it, seed 1's first falls), though gen 2 beats gen 0 beyond it on all three.
+  assert whole.beyond == (True, True, True)
+  assert result['chain'] == {'name': 'gen 0 → gen 1 → gen 2 (p)', 'holds': [True, False, False]}
   assert second.sign_p == pytest.approx(0.125)
   assert (second.before_sum, second.after_sum) == (40.5, 54.0)
   (student,) = result['students']
@@ -67,6 +71,9 @@ def test_markdown_and_json_carry_the_numbers(runs):
   data = seeds.as_json(result)
   json.dumps(data)  # plain data
   assert data['steps'][1]['diffs'] == [3.0, 5.5, 5.0]
+  assert data['steps'][0]['beyond'] == [True, False, False]
+  assert 'Every step of gen 0 → gen 1 → gen 2 (p) beyond the std over runs: 1/3 (seed 0).' in text
+  assert data['chain']['holds'] == [True, False, False]
 
 
 def test_ties_and_no_spread_do_not_fake_significance(tmp_path):

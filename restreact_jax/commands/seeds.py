@@ -7,7 +7,8 @@ Reads each directory's `report/summary.json` (test split), prints the
 per-seed table and, for each generation step of the policy and each student
 against its teacher, the per-seed differences, their mean ± sd across seeds,
 how many seeds improved (and by more than the std over runs), a one-sided
-sign test and a paired t-test (`evaluation.seeds`). `--out=FILE.md` also
+sign test and a paired t-test (`evaluation.seeds`), and the seeds on which
+every step of the policy is beyond the std over runs. `--out=FILE.md` also
 writes the markdown and `FILE.json` beside it.
 """
 

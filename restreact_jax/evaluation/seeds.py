@@ -13,7 +13,10 @@ gives, for every step of the policy (gen g → g + 1, and gen 0 → the last
 generation) and for every student against its teacher: the per-seed
 differences, their mean and standard deviation, how many seeds improved and
 how many by more than the std over runs of both models, a one-sided sign
-test and a one-sided paired t-test. `markdown` renders it.
+test and a one-sided paired t-test; and the seeds on which *every* step of
+the policy, gen 0 → gen 1 → ... → the last, is larger than the std over
+runs of both models it compares (self-improvement that holds per seed, not
+only on average). `markdown` renders it.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class Step:
     mean: mean difference (points).
     sd: standard deviation of the differences across seeds (ddof 1).
     improved: seeds where `after > before`.
-    beyond_std: seeds where the difference exceeds the std over runs of both.
+    beyond: per run, whether the difference exceeds the std over runs of both.
+    beyond_std: how many runs are `beyond`.
     sign_p: one-sided sign test, P(at least `improved` of the non-tied seeds
       improve | no effect).
     t_p: one-sided paired t-test of mean > 0 (NaN with fewer than 2 seeds or
@@ -82,6 +86,7 @@ class Step:
   mean: float
   sd: float
   improved: int
+  beyond: tuple[bool, ...]
   beyond_std: int
   sign_p: float
   t_p: float
@@ -102,9 +107,10 @@ def _step(name: str, before: Sequence[tuple[float, float]],
   sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan
   t_p = (float(scipy.stats.ttest_1samp(diffs, 0.0, alternative='greater').pvalue)
          if len(diffs) > 1 and sd > 0 else math.nan)
-  beyond = sum(1 for d, b, a in zip(diffs, before, after) if d > max(b[1], a[1]))
+  beyond = tuple(bool(d > max(b[1], a[1])) for d, b, a in zip(diffs, before, after))
   return Step(name=name, diffs=tuple(float(d) for d in diffs), mean=float(np.mean(diffs)),
-              sd=sd, improved=improved, beyond_std=beyond, sign_p=sign_p, t_p=t_p,
+              sd=sd, improved=improved, beyond=beyond, beyond_std=sum(beyond),
+              sign_p=sign_p, t_p=t_p,
               before_sum=float(sum(b[0] for b in before)),
               after_sum=float(sum(a[0] for a in after)))
 
@@ -125,7 +131,9 @@ def compare(runs: Sequence[Run]) -> dict[str, Any]:
 
   Returns:
     `{'runs': [...labels], 'seeds': [...], 'policy': size, 'table': {row: [(mean, std), ...]},
-    'steps': [Step, ...], 'students': [Step, ...]}`.
+    'steps': [Step, ...], 'students': [Step, ...], 'chain': {'name': str, 'holds':
+    [bool per run]}}`; `chain` holds on a run when every consecutive step of the
+    policy is beyond the std over runs there.
 
   Raises:
     UserError: fewer than two runs, or no generation after gen 0 shared by all.
@@ -140,6 +148,8 @@ def compare(runs: Sequence[Run]) -> dict[str, Any]:
   column = lambda key: [r.results[key] for r in runs]  # noqa: E731
   steps = [_step(f'gen {a} → gen {b} ({policy})', column((a, policy)), column((b, policy)))
            for a, b in zip(gens, gens[1:])]
+  chain = {'name': ' → '.join(f'gen {g}' for g in gens) + f' ({policy})',
+           'holds': [all(step.beyond[i] for step in steps) for i in range(len(runs))]}
   if len(gens) > 2:
     steps.append(_step(f'gen {gens[0]} → gen {gens[-1]} ({policy})',
                        column((gens[0], policy)), column((gens[-1], policy))))
@@ -148,7 +158,8 @@ def compare(runs: Sequence[Run]) -> dict[str, Any]:
   rows = sorted(shared, key=lambda k: (k[0], k[1] != policy, k[1]))
   table = {f'gen {g} ({s})': column((g, s)) for g, s in rows}
   return {'runs': [r.label for r in runs], 'seeds': [r.world_seed for r in runs],
-          'policy': policy, 'table': table, 'steps': steps, 'students': students}
+          'policy': policy, 'table': table, 'steps': steps, 'students': students,
+          'chain': chain}
 
 
 def _p(value: float) -> str:
@@ -173,6 +184,10 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines.append(f'| {step.name} | {per_seed} | {step.mean:+.1f} ± {step.sd:.1f} | '
                  f'{step.improved}/{n} | {step.beyond_std}/{n} | {_p(step.sign_p)} | '
                  f'{_p(step.t_p)} | {summed} |')
+  chain = result['chain']
+  held = [head for head, ok in zip(heads, chain['holds']) if ok]
+  lines += ['', f'Every step of {chain["name"]} beyond the std over runs: '
+            f'{len(held)}/{n}' + (f' ({", ".join(held)})' if held else '') + '.']
   return '\n'.join(lines) + '\n'
 
 
@@ -189,4 +204,5 @@ def as_json(result: Mapping[str, Any]) -> dict[str, Any]:
           'steps': [{k: clean(v) for k, v in dataclasses.asdict(s).items()}
                     for s in result['steps']],
           'students': [{k: clean(v) for k, v in dataclasses.asdict(s).items()}
-                       for s in result['students']]}
+                       for s in result['students']],
+          'chain': {'name': result['chain']['name'], 'holds': list(result['chain']['holds'])}}
