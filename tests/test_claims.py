@@ -73,6 +73,30 @@ def test_coverage_counts_the_relations_the_summaries_state():
   assert cl.coverage('Is it?', []) == 1.0
 
 
+def test_a_quantity_question_asks_for_the_years_its_calculation_needs():
+  age = 'How old was the director of The Iron Crown when the film was released?'
+  after = 'How many years after its founder was born was Dudu Labs founded?'
+  chains = {age: ['The film The Iron Crown was released in 2001 [link_id=1].',
+                  'Lador Torlava directed the film The Iron Crown [link_id=1].',
+                  'Lador Torlava was born in Seis in 1976 [link_id=4].'],
+            after: ['Dudu Labs is a company founded in 1994 by Persol Belgor [link_id=1].',
+                    'Persol Belgor was born in Radu in 1946 [link_id=4].']}
+  for question, chain in chains.items():
+    # Read as asked, no summary states "old" or "how many years".
+    assert not cl.complete(question, chain)
+    computed = cl.as_computed(question)
+    assert cl.complete(computed, chain), computed
+    assert not cl.complete(computed, chain[:-1])  # the birth is still needed
+    assert cl.read(computed)[0] == cl.read(question)[0]  # the same names
+  # "How old" asks for a birth: a birth-year summary is about the question.
+  assert not cl.relevant(chains[age][-1], age)
+  assert cl.relevant(chains[age][-1], cl.as_computed(age))
+  # Other questions read as they are.
+  for question in ('Who is older, Lador Torlava or Persol Belgor?',
+                   'In what year was Persol Belgor born?'):
+    assert cl.as_computed(question) == question
+
+
 def test_repetitive_claims_are_garbled():
   assert cl.repetitive('The Lost Summer was produced The Lost Summer was produced by Duda Studios.')
   assert cl.repetitive('X was born in Seis in Seis in the city of Seis. The answer is Seis.')

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from restreact_jax.agent import calculator
 from restreact_jax.agent import demonstrations as demos_lib
 from restreact_jax.agent import parsing
 from restreact_jax.agent import prompts
@@ -51,6 +52,43 @@ def test_demonstrations_replay_and_state_only_what_the_hits_show(world):
         assert parsing.parse_step(step_type, target).ok, (step_type, target)
     # The first prompt shows the budget given to the replay.
     assert 'REMAINING_SEARCHES: int = 5' in steps['decision'][0][0]
+
+
+def test_with_the_calculator_an_arithmetic_question_calculates_its_answer(world):
+  _, questions, tool = world
+  tools = ('search', 'calculator')
+  arithmetic = [q for q in questions if q['qtype'] == 'arithmetic']
+  assert arithmetic
+  calculating = 0
+  for q in questions:
+    plain = demos_lib.demonstrate(q, tool)
+    demo = demos_lib.demonstrate(q, tool, calculate=True)
+    assert not (plain and plain.uses_calculator)
+    if q['qtype'] != 'arithmetic':
+      assert demo == plain  # only arithmetic questions change
+      continue
+    if demo is None:
+      continue
+    calculating += 1
+    *searches, calculation = demo.searches
+    assert searches == list(plain.searches)
+    # Later year minus birth year, each as a summary stated it: the gold answer.
+    assert calculator.calculate(calculation['calculate']) == q['answers'][0]
+    later, birth = calculation['calculate'].split(' - ')
+    summaries = ' '.join(s['summary']['grounded_summarization'] for s in searches)
+    assert later in summaries and birth in summaries
+    assert demo.answer['answer'].endswith(f'The answer is {q["answers"][0]}.')
+    steps = prompts.exemplar_steps(demo, 5)
+    # Two searches, the calculation, Terminate; every target parses with the tool.
+    assert [('Calculate(' in t, 'Terminate(' in t) for _, t in steps['decision']][-2:] == [
+        (True, False), (False, True)]
+    for step_type, pairs in steps.items():
+      for _, target in pairs:
+        assert parsing.parse_step(step_type, target, tools=tools).ok, (step_type, target)
+    # The answer step shows the calculation with its result.
+    (state, _), = steps['answer']
+    assert f"result='{q['answers'][0]}'" in state
+  assert calculating >= len(arithmetic) // 2
 
 
 def test_a_fact_missing_from_the_hits_skips_the_question(world):

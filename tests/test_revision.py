@@ -192,3 +192,47 @@ def test_terminate_is_offered_once_the_summaries_answer_the_question():
       ('Pane Studios keeps its headquarters in Kipa [link_id=1].', [HQ])])
   assert revision.revise_decision(
       dataclasses.replace(short, step_type='decision'), [search]) is None
+
+
+FOUNDED = ResultItem(1, 'Dudu Labs', 'Dudu Labs sells lamps. Dudu Labs is a company founded in '
+                     '1994 by Persol Belgor.', 'company-7/0')
+BELGOR = ResultItem(4, 'Persol Belgor', 'Persol Belgor was born in Radu in 1946.', 'person-8/0')
+AGE = 'How old was the founder of Dudu Labs when the company was founded?'
+AGE_CHAIN = [('Dudu Labs is a company founded in 1994 by Persol Belgor [link_id=1].', [FOUNDED]),
+             ('Persol Belgor was born in Radu in 1946 [link_id=4].', [BELGOR])]
+
+
+def calculated(ctx, expression):
+  calc = {'type': 'Calculate', 'expression': expression, 'thoughts': 'Subtract.'}
+  return dataclasses.replace(ctx, past_actions=ctx.past_actions + (calc,))
+
+
+def test_a_quantity_is_answered_from_the_last_calculation_and_the_sentences_it_reads():
+  ctx = answer_context(AGE, AGE_CHAIN)
+  assert revision.revise_answer(ctx) is None  # nothing calculated: left to the policy
+  after = calculated(calculated(ctx, '1994 + 1946'), '1994 - 1946')
+  revised = revision.revise_answer(after)
+  assert revised == {
+      'type': 'Answer', 'thoughts': 'The calculation gives the answer.',
+      'answer': 'Dudu Labs is a company founded in 1994 by Persol Belgor [link_id=1]. '
+                'Persol Belgor was born in Radu in 1946 [link_id=4]. The answer is 48.'}
+  parsed = parsing.parse_step('answer', revision.as_text(revised, 'answer') + '# [END]')
+  assert parsed.ok and parsed.action == revised
+  # The rater with the calculator learns from it; read as asked ("how old" is
+  # stated by no summary) the chain is incomplete.
+  candidate = Candidate('', revised, ok=True)
+  assert RuleRanker(calculator=True).acceptable(after, candidate)
+  assert 'incomplete_chain' in RuleRanker().score(after, candidate)
+  # A number of the calculation that no selected sentence states: no answer.
+  assert revision.revise_answer(calculated(ctx, '2000 - 1946')) is None
+  assert revision.revise_answer(calculated(ctx, '1994 / 0')) is None
+
+
+def test_with_the_calculator_a_quantity_is_ready_once_calculated():
+  search = _sample({'type': 'Search', 'query': 'Persol Belgor', 'thoughts': 'More.'})
+  decision = dataclasses.replace(answer_context(AGE, AGE_CHAIN), step_type='decision')
+  assert revision.revise_decision(decision, [search], calculator=True) is None
+  assert revision.revise_decision(calculated(decision, '1994 - 1946'), [search],
+                                  calculator=True)['type'] == 'Terminate'
+  # Without the calculator the quantity is never stated by the summaries.
+  assert revision.revise_decision(calculated(decision, '1994 - 1946'), [search]) is None

@@ -295,6 +295,51 @@ def test_pooled_rollout_with_the_calculator_writes_readable_shards(tmp_path):
     assert contexts[3][0].past_actions[-1]['type'] == 'Calculate'
 
 
+def test_the_rank_phase_learns_a_calculated_answer_only_with_the_calculator(tmp_path):
+  from restreact_jax.rest import phases  # pylint: disable=g-import-not-at-top
+  answer = ('Brightwater Mills is a company founded in 1921 by Kasimir Dole [link_id=1]. '
+            'Kasimir Dole was born in Solbridge in 1888 [link_id=4]. The answer is 33.')
+
+  def script(request, i):
+    del i
+    state = request.prompt[len(request.prefix):]
+    kind = prompts.detect_step_type(request.prompt)
+    if kind == 'decision':
+      if 'Calculate(' in state:
+        return STOP
+      searches = state.count('Search(')
+      return (search('Brightwater Mills founded by') if searches == 0 else
+              search('Kasimir Dole born') if searches == 1 else calc('1921 - 1888'))
+    if kind == 'summarize':
+      if 'born in Solbridge' in state:
+        return select([4], 'Kasimir Dole was born in Solbridge in 1888 [link_id=4].')
+      return select([1], 'Brightwater Mills is a company founded in 1921 by Kasimir Dole '
+                         '[link_id=1].')
+    if kind == 'answer':
+      return T('answer', {'type': 'Answer', 'thoughts': 'from the calculation', 'answer': answer})
+    return PASS
+  rollout_lib.rollout(ScriptedLLM(script), FactSearch(), [{'id': 'q0', 'question': QUESTION}],
+                      out_dir=tmp_path / 'traj', prompter=prompts.Prompter(None, 0),
+                      config=AgentConfig(num_samples=2, max_attempts=1, max_searches=4,
+                                         tools=TOOLS), repeats=1, show_progress=False)
+  accepted = {}
+  for tools in (TOOLS, ('search',)):
+    out = tmp_path / '-'.join(tools)
+    out.mkdir()
+    phases.rank(out, trajectories_dir=tmp_path / 'traj', ranker_name='rules', rule_weight=1.0,
+                consistency_weight=0.0, questions_path=tmp_path / 'none.jsonl', progress=False,
+                tools=tools)
+    rows = [json.loads(line) for line in (out / 'rankings.jsonl').open()]
+    accepted[tools] = [r['step_type'] for r in rows if all(r['acceptable'])]
+  # With the calculator every step is sound: "how old" asks for the founder's
+  # birth, which the calculation turns into the answer.
+  assert accepted[TOOLS] == ['decision', 'summarize'] * 2 + [
+      'decision', 'decision', 'answer', 'relevance', 'grounding']
+  # Read as asked, the birth year is off the question, and every later step
+  # stands on it.
+  assert accepted[('search',)] == ['decision', 'summarize']
+
+
 # ---------------------------------------------------------------------------
 # Parsing.
 

@@ -9,7 +9,10 @@ saw eight questions repeats their entities instead of copying the question's).
 `demonstrate` writes many more, the way the exemplars are written, for a
 *pilot* set of questions whose gold hop chains are known: it searches with the
 natural query for every hop, picks the hit whose snippet states the fact,
-summarises with that sentence and answers with the gold answer.
+summarises with that sentence and answers with the gold answer. With the
+calculator (`calculate=True`), an arithmetic question's demonstration also
+calculates its quantity from the two years it found before it answers, the
+way the `world_tools` exemplar does.
 
 The pilot questions are labelled data, set apart from the unlabeled training
 questions that the loop rolls out (see `rest.loop`), and share no topic
@@ -24,6 +27,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
+from restreact_jax.agent import calculator
 from restreact_jax.agent import prompts
 from restreact_jax.search.types import SearchTool
 from restreact_jax.world import questions as questions_lib
@@ -33,6 +37,8 @@ _SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
 
 TERMINATE_THOUGHTS = 'I have found what I need, so I can answer.'
 ANSWER_THOUGHTS = 'The summaries give the answer.'
+CALCULATED_THOUGHTS = 'The calculation gives the answer.'
+CALCULATE_THOUGHTS = 'I subtract the earlier year from the later one.'
 
 
 def _hop_groups(hop_chain: Sequence[Mapping[str, str]]) -> list[list[Mapping[str, str]]]:
@@ -76,8 +82,29 @@ def _cite(sentence: str, link_id: int) -> str:
   return f'{body} [link_id={link_id}]{end}'
 
 
+def _calculation(question: Mapping[str, Any]) -> dict[str, str] | None:
+  """An arithmetic question's calculation: its later year minus the birth year.
+
+  None when the chain has no two years or the difference is not the gold
+  answer (a demonstration never shows a calculation that answers wrongly).
+  """
+  chain = question.get('hop_chain') or ()
+  births = [h for h in chain if h['relation'] == 'birth_year']
+  others = [h for h in chain if schema.RELATIONS[h['relation']].target == schema.YEAR
+            and h['relation'] != 'birth_year']
+  if not births or not others:
+    return None
+  expression = f'{others[-1]["value"]} - {births[-1]["value"]}'
+  result = calculator.evaluate(expression)
+  answers = question.get('answers') or ()
+  if not result.ok or not answers or result.text != str(answers[0]):
+    return None
+  return {'thoughts': CALCULATE_THOUGHTS, 'calculate': expression}
+
+
 def demonstrate(question: Mapping[str, Any], search: SearchTool, *,
-                results_per_search: int = 3) -> prompts.ExemplarTrajectory | None:
+                results_per_search: int = 3,
+                calculate: bool = False) -> prompts.ExemplarTrajectory | None:
   """Writes one pilot demonstration for a world question with its hop chain.
 
   Args:
@@ -85,6 +112,9 @@ def demonstrate(question: Mapping[str, Any], search: SearchTool, *,
       `id`, `template_id`).
     search: the experiment's search tool (the demonstration shows its hits).
     results_per_search: hits per search, as the agent gets them.
+    calculate: the agent has the calculator: an arithmetic question is
+      answered from a calculation (`Calculate(expression='1921 - 1888')`)
+      after its searches.
 
   Returns:
     The demonstration as an exemplar trajectory (replayable by the agent), or
@@ -129,25 +159,33 @@ def demonstrate(question: Mapping[str, Any], search: SearchTool, *,
   combine = question.get('qtype') in ('comparison', 'arithmetic')
   support = evidence if combine else evidence[-1:]
   answer = f'{" ".join(support)} The answer is {answers[0]}.'
+  thoughts = ANSWER_THOUGHTS
+  if calculate and question.get('qtype') == 'arithmetic':
+    calculation = _calculation(question)
+    if calculation is None:
+      return None
+    searches.append(calculation)
+    thoughts = CALCULATED_THOUGHTS
   return prompts.ExemplarTrajectory(
       name=f'pilot:{question.get("id", "")}', question=str(question['question']),
       searches=tuple(searches), terminate_thoughts=TERMINATE_THOUGHTS,
-      answer={'thoughts': ANSWER_THOUGHTS, 'answer': answer},
+      answer={'thoughts': thoughts, 'answer': answer},
       relevance={'comments': []}, grounding={'comments': []},
       template_id=str(question.get('template_id', '')))
 
 
 def demonstrate_all(questions: Sequence[Mapping[str, Any]], search: SearchTool, *,
-                    results_per_search: int = 3) -> tuple[list[prompts.ExemplarTrajectory],
-                                                          list[str]]:
-  """Demonstrations for every question that has one.
+                    results_per_search: int = 3,
+                    calculate: bool = False) -> tuple[list[prompts.ExemplarTrajectory],
+                                                      list[str]]:
+  """Demonstrations for every question that has one (arguments as `demonstrate`).
 
   Returns:
     `(demonstrations, skipped_question_ids)`.
   """
   out, skipped = [], []
   for q in questions:
-    demo = demonstrate(q, search, results_per_search=results_per_search)
+    demo = demonstrate(q, search, results_per_search=results_per_search, calculate=calculate)
     if demo is None:
       skipped.append(str(q.get('id', '')))
     else:

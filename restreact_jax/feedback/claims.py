@@ -190,6 +190,23 @@ def complete(question: str, summaries: Sequence[str]) -> bool:
   return coverage(question, summaries) >= COMPLETE - 1e-9
 
 
+# "How old was X when ..." and "How many years after X was born ..." ask for a
+# quantity a calculation computes from two years; the words that ask for the
+# quantity are no relation a summary states.
+_QUANTITY_RE = re.compile(r'\bhow (old|many years(?: (?:after|before))?|long)\b', re.IGNORECASE)
+
+
+def as_computed(question: str) -> str:
+  """A quantity question as a calculating agent reads it: what must be stated.
+
+  "How old was the director of X when the film was released?" needs the
+  director's birth and the release stated (its quantity is the calculation's
+  result): the rewrite reads "born was the director of X when the film was
+  released?". Other questions are returned unchanged.
+  """
+  return _QUANTITY_RE.sub(lambda m: 'born' if m.group(1).lower() == 'old' else '', question)
+
+
 def offers_choice(question: str) -> bool:
   """Whether the question names its candidate answers ("A or B?")."""
   return ' or ' in f' {question.lower()} '

@@ -80,7 +80,8 @@ class RankerChooser:
       self._add_candidate(step, 'answer', revision.revise_answer(context))
       candidates = candidates_of(step.to_json())
     if self.revise_decisions and step.step_type == 'decision':
-      self._add_candidate(step, 'decision', revision.revise_decision(context, step.candidates))
+      self._add_candidate(step, 'decision', revision.revise_decision(
+          context, step.candidates, getattr(self.ranker, 'calculator', False)))
       candidates = candidates_of(step.to_json())
     ok = [i for i, c in enumerate(step.candidates) if c.parse['ok']]
     if not ok:

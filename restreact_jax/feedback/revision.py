@@ -23,8 +23,11 @@ and "The answer is X." with X the one name of that sentence the question
 and the earlier summaries do not already name (a year where the question
 asks "when", a name otherwise) — the pilot demonstrations' format.
 It reads only what the policy's summaries selected and never a gold answer;
-questions that offer their answers ("A or B?") or ask for a computed
-quantity are left to the policy.
+questions that offer their answers ("A or B?") are left to the policy. One
+that asks for a computed quantity is answered only after the policy has
+calculated (the calculator tool): the sentences of its selected links that
+state the calculation's numbers, cited, and "The answer is R." with R the
+last calculation's result.
 
 A revision is one more candidate of the step (`Candidate.finish_reason`
 `'revision'`, no perplexity): the ranker rates it like the samples, so it is
@@ -155,6 +158,31 @@ def _completing_selection(ctx: StepContext) -> tuple[Mapping[str, Any], list[str
   return selections[-1], texts[:-1]
 
 
+def _calculated_answer(ctx: StepContext) -> dict[str, Any] | None:
+  """The answer to a quantity question: its numbers' sources, then the last result.
+
+  None without a successful calculation, or when a number of its expression
+  is stated by no sentence of the selected links.
+  """
+  calculations = [c for c in rule_ranker.past_calculations(ctx) if c.ok]
+  if not calculations:
+    return None
+  last = calculations[-1]
+  numbers = set(rule_ranker.expression_numbers(last.expression))
+  stated: set[float] = set()
+  cited: list[str] = []
+  for r in ctx.selected_links:
+    for sentence in cl.sentences(r.snippet):
+      found = rule_ranker.numbers_in(sentence) & numbers
+      if found - stated:
+        stated |= found
+        cited.append(_cite(sentence, r.link_id))
+  if not numbers or stated != numbers:
+    return None
+  return {'type': 'Answer', 'thoughts': demonstrations.CALCULATED_THOUGHTS,
+          'answer': f'{" ".join(cited)} The answer is {last.text}.'}
+
+
 def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
   """The answer a rater reads off the summary that completes the chain.
 
@@ -163,16 +191,18 @@ def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
 
   Returns:
     An `Answer` action — that summary's claim restated by the sentence of its
-    selected links that states it, cited, then "The answer is X." — or None:
-    no summary, a question that offers its answers or asks for a computed
-    quantity, or no claim sentence with exactly one new name of the kind
-    asked.
+    selected links that states it, cited, then "The answer is X." (for a
+    quantity: the sentences stating the last calculation's numbers and its
+    result) — or None: no summary, a question that offers its answers, a
+    quantity not calculated, or no claim sentence with exactly one new name
+    of the kind asked.
   """
   question = ctx.question
   found_selection = _completing_selection(ctx)
-  if (found_selection is None or cl.offers_choice(question)
-      or rule_ranker.asks_quantity(question)):
+  if found_selection is None or cl.offers_choice(question):
     return None
+  if rule_ranker.asks_quantity(question):
+    return _calculated_answer(ctx)
   selection, earlier = found_selection
   links = list(selection.get('selected_links') or ())
   sources = [(r.link_id, s) for r in links for s in cl.sentences(r.snippet)]
@@ -196,19 +226,21 @@ def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
           'answer': f'{sentence} The answer is {name}.'}
 
 
-def revise_decision(ctx: StepContext, candidates: Sequence[Any]) -> dict[str, Any] | None:
+def revise_decision(ctx: StepContext, candidates: Sequence[Any],
+                    calculator: bool = False) -> dict[str, Any] | None:
   """`Terminate` where the summaries answer the question and no sample stops.
 
   Args:
     ctx: a decision step's visible state.
     candidates: the step's candidates (`Candidate`s with their `parse`).
+    calculator: the agent has the calculator (`rule_ranker.answer_ready`).
 
   Returns:
     A `Terminate` action with the pilot demonstrations' thoughts, or None:
     the summaries do not yet answer the question (`rule_ranker.answer_ready`),
     or a parseable sample already stops.
   """
-  if not rule_ranker.answer_ready(ctx):
+  if not rule_ranker.answer_ready(ctx, calculator):
     return None
   if any(c.parse['ok'] and (c.parse.get('action') or {}).get('type') == 'Terminate'
          for c in candidates):

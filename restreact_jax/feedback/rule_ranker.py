@@ -15,7 +15,11 @@ links, the answer under check):
   evaluate, every number in it must be visible (question, summaries, selected
   snippets or an earlier calculation's result), it should compute something
   (an operator, not a bare number), be new, and the question should ask for
-  a quantity; earlier results count as evidence for the answer;
+  a quantity; earlier results count as evidence for the answer. A rater that
+  knows the agent calculates (`RuleRanker(calculator=True)`) reads a
+  quantity question for the years its calculation needs ("How old was the
+  director of X when ..." asks for the director's birth and the release;
+  `claims.as_computed`) and is ready to answer it only once calculated;
 * summarize: cited ids ⊆ selected ids ⊆ shown ids; the summary's claim tokens
   must occur in the selected snippets; selected links should be relevant; and
   claim by claim (`claims`): each sentence stated by one snippet sentence,
@@ -112,7 +116,7 @@ def asks_quantity(question: str) -> bool:
   return bool(_ASKS_NUMBER.search(question))
 
 
-def _past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
+def past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
   """The calculations taken so far, re-evaluated (the calculator is pure)."""
   return [calculator.evaluate(a.get('expression', '')) for a in ctx.past_actions
           if a.get('type') == 'Calculate']
@@ -123,7 +127,7 @@ _SUPPORT_RULES = ('query_grounding', 'claim_support', 'support', 'revised_suppor
 
 
 def _calculations(ctx: StepContext) -> list[str]:
-  return [f'{c.expression} = {c.text}' for c in _past_calculations(ctx) if c.ok]
+  return [f'{c.expression} = {c.text}' for c in past_calculations(ctx) if c.ok]
 
 
 def _evidence(ctx: StepContext) -> list[str]:
@@ -152,17 +156,29 @@ def expression_numbers(expression: str) -> list[float]:
           if isinstance(n, ast.Constant) and type(n.value) in (int, float)]
 
 
-def answer_ready(ctx: StepContext) -> bool:
+def stated_question(ctx: StepContext, calculator: bool = False) -> str:
+  """What the summaries must state: the question, or with the calculator a
+  quantity question read for the years it is computed from (`claims.as_computed`)."""
+  if calculator and asks_quantity(ctx.question):
+    return cl.as_computed(ctx.question)
+  return ctx.question
+
+
+def answer_ready(ctx: StepContext, calculator: bool = False) -> bool:
   """Whether the summaries so far already answer the question (label-free).
 
   The summaries must cover most of the question's content tokens and state
   (nearly) every relation it asks for, and the latest summary must contain an
-  answer-like span.
+  answer-like span. With the calculator, a quantity question is ready only
+  once a calculation has succeeded.
   """
   if not ctx.summaries or not any(s.strip() for s in ctx.summaries):
     return False
-  coverage = ov.support(ctx.question, ctx.summaries)
-  return (coverage >= 0.6 and cl.complete(ctx.question, ctx.summaries)
+  question = stated_question(ctx, calculator)
+  if question != ctx.question and not any(c.ok for c in past_calculations(ctx)):
+    return False
+  coverage = ov.support(question, ctx.summaries)
+  return (coverage >= 0.6 and cl.complete(question, ctx.summaries)
           and ov.answer_like(ctx.question, ctx.summaries[-1]))
 
 
@@ -171,24 +187,35 @@ def _norm_query(q: str) -> frozenset[str]:
 
 
 class RuleRanker(SequentialRanker):
-  """Scores candidates with the rater-instruction rules (no labels, no model)."""
+  """Scores candidates with the rater-instruction rules (no labels, no model).
 
-  def __init__(self, weights: RuleWeights | None = None, name: str = 'rules'):
+  Args:
+    weights: the rules' penalties and bonuses.
+    name: the ranker's name in rankings.
+    calculator: the agent has the calculator tool: a quantity question ("How
+      old was X when ...") asks the summaries for the years it is computed
+      from, and is answered from a calculation (`stated_question`).
+  """
+
+  def __init__(self, weights: RuleWeights | None = None, name: str = 'rules',
+               calculator: bool = False):
     self.w = weights or RuleWeights()
     self.name = name
+    self.calculator = calculator
 
   # -- per step type -------------------------------------------------------
 
   def _decision(self, ctx: StepContext, a: dict[str, Any], s: dict[str, float]) -> None:
-    ready = answer_ready(ctx)
+    ready = answer_ready(ctx, self.calculator)
     if a['type'] == 'Search':
       query = str(a.get('query', ''))
-      s['query_grounding'] = self.w.grounding * ov.support(query, [ctx.question, *ctx.summaries])
+      asked = stated_question(ctx, self.calculator)
+      s['query_grounding'] = self.w.grounding * ov.support(query, [asked, *ctx.summaries])
       qn = _norm_query(query)
       if qn and any(qn == _norm_query(p) or ov.overlap(query, p) >= 0.8 for p in ctx.queries):
         s['repeat'] = self.w.repeat
       # Calculations use the same budget as searches.
-      if len(ctx.queries) + len(_past_calculations(ctx)) >= MAX_SEARCHES:
+      if len(ctx.queries) + len(past_calculations(ctx)) >= MAX_SEARCHES:
         s['budget'] = self.w.budget
       if ready:
         s['search_when_ready'] = self.w.search_when_ready
@@ -202,7 +229,7 @@ class RuleRanker(SequentialRanker):
       s['calc_error'] = self.w.calc_error
       return
     literals = expression_numbers(expression)
-    past = _past_calculations(ctx)
+    past = past_calculations(ctx)
     visible = numbers_in(' '.join([ctx.question, *ctx.summaries,
                                    *(r.snippet for r in ctx.selected_links)]))
     visible |= {float(c.value) for c in past if c.ok}
@@ -237,7 +264,7 @@ class RuleRanker(SequentialRanker):
       s['claim_support'] = self.w.grounding * frac * ov.support(
           summary, [f'{r.link_text} {r.snippet}' for r in chosen])
       s['relevance'] = self.w.relevance * frac if frac == 1 else self.w.off_topic * (1 - frac)
-      s.update(self._summary_rules(ctx.question, summary,
+      s.update(self._summary_rules(stated_question(ctx, self.calculator), summary,
                                    [f'{r.link_text}. {r.snippet}' for r in chosen], ctx.summaries))
     elif cited:
       s['ids'] = self.w.bad_ids
@@ -270,7 +297,8 @@ class RuleRanker(SequentialRanker):
       summary = str(a.get('grounded_summarization', ''))
       links = a.get('selected_links') or ()
       sources = [f'{r.link_text}. {r.snippet}' for r in links]
-      if links and self._summary_rules(ctx.question, summary, sources, earlier):
+      if links and self._summary_rules(stated_question(ctx, self.calculator), summary,
+                                       sources, earlier):
         return False
       earlier.append(summary)
     return True
@@ -289,12 +317,13 @@ class RuleRanker(SequentialRanker):
       s[prefix + 'garbled'] = self.w.garbled
     if cl.claims(answer) and not cl.entailed(answer, sources):
       s[prefix + 'unstated_claim'] = self.w.unstated_claim
-    if not cl.complete(ctx.question, ctx.summaries):
+    stated = stated_question(ctx, self.calculator)
+    if not cl.complete(stated, ctx.summaries):
       s[prefix + 'incomplete_chain'] = self.w.incomplete_chain
     concluded = cl.conclusion_names(answer)
     if concluded:
       stating = [c for c in cl.claims(answer) if cl.entailed(c, sources)
-                 and cl.relevant(c, ctx.question)]
+                 and cl.relevant(c, stated)]
       shown = cl.known_names('', stating + _calculations(ctx))
       new = concluded - cl.read(ctx.question)[0]
       if not concluded <= shown or not (new or cl.offers_choice(ctx.question)):

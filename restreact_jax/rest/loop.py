@@ -199,7 +199,9 @@ class _Steps:
                             'max_searches': cfg.agent.max_searches,
                             'tools': list(cfg.agent.tools), 'masking': cfg.name_masking,
                             'snippet_chars': cfg.snippet_chars,
-                            'version': 2})
+                            # 3: pilot demonstrations calculate (only with the
+                            # calculator, so that other experiments keep theirs).
+                            'version': 3 if 'calculator' in cfg.agent.tools else 2})
     if seed is not None and seed.get('pilot_demonstrations'):
       self.log(f'[gen_0/seed] {seed["examples"]} examples: the exemplars and '
                f'{seed["pilot_demonstrations"]} pilot demonstrations '
@@ -437,10 +439,13 @@ class _Steps:
         out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories', ranker_name=ranker,
         rule_weight=cfg.rule_weight, consistency_weight=cfg.consistency_weight,
         questions_path=self.root / 'world' / 'questions' / 'train.jsonl',
-        progress=cfg.progress),
+        progress=cfg.progress, tools=cfg.agent.tools),
              output=f'gen_{g}/rankings', deps=[f'gen_{g}/rollout'],
              config={'ranker': ranker, 'rule_weight': cfg.rule_weight,
-                     'consistency_weight': cfg.consistency_weight})
+                     'consistency_weight': cfg.consistency_weight,
+                     # Only with the calculator, so that other experiments
+                     # keep their fingerprints.
+                     **({'calculator': True} if 'calculator' in cfg.agent.tools else {})})
 
   def mixture(self, g: int) -> dict[str, Any]:
     lengths = self.cfg.finetune_for(g).task_feature_lengths

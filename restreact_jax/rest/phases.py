@@ -225,7 +225,8 @@ def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
 
   The last `pilot_questions` training questions are the labelled pilot: each
   gets a scripted demonstration (`agent.demonstrations`) that joins the
-  hand-written exemplars in `seed.tfrecord`. The others are written to
+  hand-written exemplars in `seed.tfrecord` (with the calculator among
+  `tools`, an arithmetic one calculates its answer). The others are written to
   `train_unlabeled.jsonl`, the only training questions rollouts see.
 
   Returns:
@@ -233,6 +234,7 @@ def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
     skipped, unlabeled questions.
   """
   from restreact_jax.agent import demonstrations as demos_lib  # pylint: disable=g-import-not-at-top
+  from restreact_jax.agent import prompts  # pylint: disable=g-import-not-at-top
   from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
   from restreact_jax.commands import search as search_cmd  # pylint: disable=g-import-not-at-top
   from tasks import rest as rest_tasks  # pylint: disable=g-import-not-at-top
@@ -248,7 +250,9 @@ def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
   if pilot:
     tool = search_cmd.make_search_tool(exp_dir, 'bm25', None, use_cache=False,
                                        max_snippet_chars=snippet_chars)
-    demos, skipped = demos_lib.demonstrate_all(pilot, tool, results_per_search=results_per_search)
+    demos, skipped = demos_lib.demonstrate_all(
+        pilot, tool, results_per_search=results_per_search,
+        calculate=prompts.has_calculator(tools))
     with open(out / 'pilot.jsonl', 'w', encoding='utf-8') as f:
       for demo in demos:
         f.write(json.dumps(demos_lib.to_json(demo), sort_keys=True) + '\n')
@@ -546,7 +550,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   if guided:
     from restreact_jax.feedback import guided as guided_lib  # pylint: disable=g-import-not-at-top
     from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
-    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(), revise=revise,
+    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(calculator=prompts.has_calculator(
+        agent.tools)), revise=revise,
                                        revise_answers=revise_answers,
                                        revise_decisions=revise_decisions)
   rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
@@ -603,23 +608,24 @@ def judge_rollouts(out: pathlib.Path, *, rollouts: pathlib.Path, questions_path:
 
 def make_ranker(name: str, trajectories: Sequence[Mapping[str, Any]], *,
                 rule_weight: float, consistency_weight: float,
-                questions_path: pathlib.Path | None = None):
+                questions_path: pathlib.Path | None = None, calculator: bool = False):
   """The ranker by name.
 
   'default' is label-free: the rater rules plus self-consistency, weighted.
   'oracle' reads gold answers and is for ablations only (every row it makes
-  says `oracle: true`).
+  says `oracle: true`). `calculator`: the agent had the calculator
+  (`rule_ranker.RuleRanker`).
   """
   from restreact_jax.feedback import consistency  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import oracle  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
   if name == 'default':
-    return rankers.WeightedRanker([(rule_ranker.RuleRanker(), rule_weight),
+    return rankers.WeightedRanker([(rule_ranker.RuleRanker(calculator=calculator), rule_weight),
                                    (consistency.SelfConsistencyRanker(trajectories),
                                     consistency_weight)])
   if name == 'rules':
-    return rule_ranker.RuleRanker()
+    return rule_ranker.RuleRanker(calculator=calculator)
   if name == 'consistency':
     return consistency.SelfConsistencyRanker(trajectories)
   if name == 'oracle':
@@ -634,19 +640,26 @@ def make_ranker(name: str, trajectories: Sequence[Mapping[str, Any]], *,
 
 def rank(out: pathlib.Path, *, trajectories_dir: pathlib.Path, ranker_name: str,
          rule_weight: float, consistency_weight: float, questions_path: pathlib.Path,
-         progress: bool) -> dict[str, Any]:
-  """Ranks every step's candidates; writes `rankings.jsonl` into `out`."""
+         progress: bool, tools: Sequence[str] = ('search',)) -> dict[str, Any]:
+  """Ranks every step's candidates; writes `rankings.jsonl` into `out`.
+
+  `tools`: the agent's tools (with the calculator, the rater reads quantity
+  questions for the years a calculation needs).
+  """
+  from restreact_jax.agent import prompts  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
   trajectories = read_trajectories(trajectories_dir)
   if not trajectories:
     raise errors.UserError(f'no trajectories to rank in {trajectories_dir}')
+  calculator = prompts.has_calculator(tools)
   ranker = make_ranker(ranker_name, trajectories, rule_weight=rule_weight,
-                       consistency_weight=consistency_weight, questions_path=questions_path)
+                       consistency_weight=consistency_weight, questions_path=questions_path,
+                       calculator=calculator)
   ranked = rankers.rank_trajectories(ranker, trajectories, progress=progress)
   # Label-free quality flags beside every ranking (the mixture may filter on
   # them): which candidates the rater rules accept.
-  rules = rule_ranker.RuleRanker()
+  rules = rule_ranker.RuleRanker(calculator=calculator)
   with open(out / 'rankings.jsonl', 'w', encoding='utf-8') as f:
     for context, candidates, ranking in ranked:
       row = rankers.ranking_row(context, ranking)
