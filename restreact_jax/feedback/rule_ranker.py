@@ -169,8 +169,9 @@ def answer_ready(ctx: StepContext, calculator: bool = False) -> bool:
 
   The summaries must cover most of the question's content tokens and state
   (nearly) every relation it asks for, and the latest summary must contain an
-  answer-like span. With the calculator, a quantity question is ready only
-  once a calculation has succeeded.
+  answer-like span. With the calculator, a question that `stated_question`
+  reads for its calculation ("How old ...", not "Who is older, A or B?") is
+  ready only once a calculation has succeeded.
   """
   if not ctx.summaries or not any(s.strip() for s in ctx.summaries):
     return False
