@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from restreact_jax import errors
 from restreact_jax import llm as llm_lib
 from restreact_jax.agent import name_masking
 from restreact_jax.rest import phases
@@ -102,6 +103,57 @@ def test_the_worlds_years_are_masked_like_names(tmp_path):
   names_only = name_masking.from_world(tmp_path, years=False)
   assert names_only.mask(text, names_only.table(text)).endswith('in @2 in 1958, not in 19580 or 1959.')
   assert phases.entity_symbols(world / 'entities.jsonl') == ['Fafa Losene', 'Kipa', '1958']
+
+
+def _years_world(tmp_path):
+  world = tmp_path / 'world'
+  world.mkdir()
+  (world / 'entities.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in [
+      {'id': 'a', 'name': 'Fafa Losene', 'facts': {'birth_year': 1958}},
+      {'id': 'b', 'name': 'Kipa Moro', 'facts': {'birth_year': 1903}},
+      {'id': 'c', 'name': 'Namar Foods', 'facts': {'founded_year': 1921}}]))
+  return tmp_path
+
+
+def test_ordered_years_number_names_first_then_years_earliest_first(tmp_path):
+  masker = name_masking.from_world(_years_world(tmp_path), mode=name_masking.ORDERED_YEARS)
+  text = ('Who was born first, Fafa Losene or Kipa Moro? Fafa Losene was born in 1958. '
+          'Kipa Moro was born in 1903, before Namar Foods (1921).')
+  table = masker.table(text)
+  assert table == {'Fafa Losene': '@1', 'Kipa Moro': '@2', 'Namar Foods': '@3',
+                   '1903': '@4', '1921': '@5', '1958': '@6'}
+  masked = masker.mask(text, table)
+  assert masked == ('Who was born first, @1 or @2? @1 was born in @6. '
+                    '@2 was born in @4, before @3 (@5).')
+  assert masker.unmask(masked, table) == text
+  # Whatever order the years appear in, the earlier one gets the smaller number.
+  rng = random.Random(0)
+  years = ['1958', '1903', '1921']
+  for _ in range(20):
+    rng.shuffle(years)
+    t = masker.table(' and '.join(['Kipa Moro'] + years))
+    assert [t[y] for y in sorted(years)] == ['@2', '@3', '@4']
+  # A training pair is masked with one table over prompt and target.
+  inputs, targets = masker.mask_pair('Kipa Moro: 1958 or 1903?', 'The answer is 1903.')
+  assert (inputs, targets) == ('@1: @3 or @2?', 'The answer is @2.')
+  # First appearance (the default) is unchanged.
+  plain = name_masking.from_world(tmp_path)
+  assert plain.table(text)['1958'] == '@3'
+
+
+def test_masking_modes_read_from_settings_and_flags():
+  assert name_masking.as_mode(True) is True
+  assert name_masking.as_mode('false') is False
+  assert name_masking.as_mode("'ordered_years'") == name_masking.ORDERED_YEARS
+  with pytest.raises(errors.UserError, match=r"name_masking = 'years_first'.*ordered_years"):
+    name_masking.as_mode('years_first', 'name_masking')
+
+
+def test_the_phases_masker_takes_the_mode(tmp_path):
+  masker = phases.masker(_years_world(tmp_path), 'ordered_years')
+  assert masker.table('1958 before 1921')['1921'] == '@1'
+  with pytest.raises(errors.UserError, match='rest.name_masking'):
+    phases.masker(tmp_path, 'yes please')
 
 
 class _SteppedEcho(_Echo):

@@ -182,6 +182,26 @@ def test_the_loop_installs_the_base_vocabulary_and_weights(base_dir, tmp_path):
   assert phases.params_digest(params) == base.manifest['models']['tiny']['params_digest']
 
 
+def test_ordered_years_write_their_own_seed_on_the_same_base(base_dir, tmp_path):
+  out, _, _ = base_dir
+  seeds = {}
+  for mode in (True, 'ordered_years'):
+    cfg = _rest_config(out, name_masking=mode)
+    cfg.validate()
+    exp = experiment.Experiment(tmp_path / str(mode), log=lambda _: None)
+    steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
+                        lambda _: None)
+    steps.world_and_index()
+    steps.vocabulary()
+    seeds[mode] = (exp.fingerprint_of('gen_0/seed'),
+                   (tmp_path / str(mode) / 'gen_0' / 'seed' / 'seed.tfrecord').read_bytes())
+  # The same world and demonstrations, masked another way: another phase.
+  assert seeds[True][0] != seeds['ordered_years'][0]
+  assert seeds[True][1] != seeds['ordered_years'][1]
+  with pytest.raises(errors.UserError, match="rest.name_masking = 'sorted'"):
+    _rest_config(out, name_masking='sorted').validate()
+
+
 def test_an_unusable_base_is_refused_with_one_line(base_dir, tmp_path):
   out, _, _ = base_dir
   with pytest.raises(errors.UserError, match='no manifest.json'):

@@ -11,6 +11,12 @@ years the world's facts hold are masked the same way: `from_world`). The
 placeholders are a few dozen frequent tokens, so copying one is a lookup
 the model learns early, and nothing it learns is about particular names.
 
+Numbered by first appearance, a year's placeholder says nothing about when
+it is: "Who was born first, A or B?" cannot be answered from `@3` and `@7`.
+`ORDERED_YEARS` (`rest.name_masking = 'ordered_years'`) numbers a text's
+names first and then its years, earliest first, so of two years the earlier
+has the smaller placeholder.
+
 Masking is a property of the model's text interface only: the agent, the
 search tool, the rankers, the trajectories and the auto-eval all see real
 names. Training text (corpus passages, seed and ranked examples) is masked
@@ -28,6 +34,7 @@ import pathlib
 import re
 from typing import Iterable, Mapping, Sequence
 
+from restreact_jax import errors
 from restreact_jax import jsonl
 from restreact_jax import llm as llm_lib
 
@@ -35,6 +42,10 @@ PREFIX = '@'
 MAX_PLACEHOLDERS = 40
 PLACEHOLDERS: tuple[str, ...] = tuple(f'{PREFIX}{i}' for i in range(1, MAX_PLACEHOLDERS + 1))
 _PLACEHOLDER_RE = re.compile(rf'{PREFIX}(\d+)(?!\d)')
+# The modes of `rest.name_masking`: off, names and years numbered by first
+# appearance, or a text's names first and then its years, earliest first.
+ORDERED_YEARS = 'ordered_years'
+MODES = (False, True, ORDERED_YEARS)
 
 
 class NameMasker:
@@ -42,20 +53,33 @@ class NameMasker:
 
   Args:
     names: the entity names (longer names win where names overlap).
+    ordered: those of `names` that a text numbers after its other names, in
+      their own order (numbers by value, then the rest as text), not by
+      appearance.
   """
 
-  def __init__(self, names: Iterable[str]):
+  def __init__(self, names: Iterable[str], ordered: Iterable[str] = ()):
+    self.ordered = {n: i for i, n in enumerate(sorted(set(ordered), key=_order_key))}
     self.names = tuple(sorted({n for n in names if n.strip()}, key=lambda n: (-len(n), n)))
     alternatives = '|'.join(re.escape(n) for n in self.names) or r'(?!x)x'
     self._re = re.compile(rf'(?<![\w@])(?:{alternatives})(?!\w)')
 
   def table(self, *texts: str) -> dict[str, str]:
-    """name -> placeholder, numbered by first appearance across `texts`."""
+    """name -> placeholder, numbered by first appearance across `texts`.
+
+    The `ordered` names found take the numbers after the others, in order.
+    """
     out: dict[str, str] = {}
+    found: set[str] = set()
     for text in texts:
       for m in self._re.finditer(text):
-        if m.group(0) not in out and len(out) < MAX_PLACEHOLDERS:
+        if m.group(0) in self.ordered:
+          found.add(m.group(0))
+        elif m.group(0) not in out and len(out) < MAX_PLACEHOLDERS:
           out[m.group(0)] = PLACEHOLDERS[len(out)]
+    for name in sorted(found, key=self.ordered.__getitem__):
+      if len(out) < MAX_PLACEHOLDERS:
+        out[name] = PLACEHOLDERS[len(out)]
     return out
 
   def mask(self, text: str, table: Mapping[str, str]) -> str:
@@ -125,6 +149,25 @@ class MaskedLLM:
     return self.llm.step()
 
 
+def _order_key(symbol: str) -> tuple[int, int, str]:
+  return (0, int(symbol), symbol) if symbol.isdigit() else (1, 0, symbol)
+
+
+def as_mode(value: object, where: str = 'rest.name_masking') -> bool | str:
+  """A masking mode of `MODES` from a setting or a command-line string.
+
+  Raises `UserError` naming `where` for anything else.
+  """
+  if isinstance(value, bool) or value == ORDERED_YEARS:
+    return value  # type: ignore[return-value]
+  text = str(value).strip().strip('\'"').lower()
+  if text in ('1', 'true', 'yes', '0', 'false', 'no', '', 'none'):
+    return text in ('1', 'true', 'yes')
+  if text == ORDERED_YEARS:
+    return ORDERED_YEARS
+  raise errors.UserError(f'{where} = {value!r}: expected True, False or {ORDERED_YEARS!r}')
+
+
 def world_symbols(entities: Iterable[Mapping[str, object]], years: bool = True) -> list[str]:
   """Every entity name and (with `years`) every year a fact of the world holds."""
   from restreact_jax.world import schema  # pylint: disable=g-import-not-at-top
@@ -139,12 +182,17 @@ def world_symbols(entities: Iterable[Mapping[str, object]], years: bool = True) 
   return list(dict.fromkeys(names)) + sorted(found)
 
 
-def from_world(exp_dir: str | os.PathLike[str], years: bool = True) -> NameMasker:
+def from_world(exp_dir: str | os.PathLike[str], years: bool = True,
+               mode: bool | str = True) -> NameMasker:
   """The masker of an experiment's world: its names and, with `years`, its years.
 
   A year is copied like a name: the models here split `1958` into pieces and
   rewrote it as `195` or `19580` (0% on birth-year questions) until years
-  were masked too.
+  were masked too. With `mode` `ORDERED_YEARS` a text's years are numbered
+  after its names, earliest first.
   """
+  mode = as_mode(mode)
   entities = pathlib.Path(exp_dir) / 'world' / 'entities.jsonl'
-  return NameMasker(world_symbols(jsonl.iter_jsonl(entities), years))
+  symbols = world_symbols(jsonl.iter_jsonl(entities), years)
+  ordered = [s for s in symbols if s.isdigit()] if mode == ORDERED_YEARS else ()
+  return NameMasker(symbols, ordered)

@@ -146,9 +146,10 @@ def agent(exp_dir: str = gin.REQUIRED,
       hf_dir=hf_dir, vocab_path=vocab_path, num_slots=int(num_samples), max_len=max_len,
       mesh_shape=mesh_shape, openai_base_url=openai_base_url, openai_model=openai_model,
       api_key_env=api_key_env)
-  if rollout_cmd.as_bool(name_masking):
-    from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
-    llm = masking_lib.MaskedLLM(llm, masking_lib.from_world(exp_dir))
+  from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
+  masking = masking_lib.as_mode(name_masking, 'name_masking')
+  if masking:
+    llm = masking_lib.MaskedLLM(llm, masking_lib.from_world(exp_dir, mode=masking))
   print(f'question: {question}')
   the_agent = Agent(str(question), prompter=prompter, config=config, question_id='cli')
   return run_verbose(the_agent, llm, tool, show_prompts=rollout_cmd.as_bool(show_prompts))

@@ -71,7 +71,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          seed_floor: bool | str = False,
          pilot_questions: int = 0,
          entity_tokens: bool = False,
-         name_masking: bool = False,
+         name_masking: bool | str = False,
          only_acceptable: bool = False,
          trajectory_filter: str | None = None,
          snippet_chars: int = 200,
@@ -81,6 +81,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          revise_summaries: bool | str = False,
          revise_answers: bool | str = False,
          revise_decisions: bool | str = False,
+         compare_choices: bool | str = False,
          vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
          dev_eval_runs: int | None = None,
@@ -159,7 +160,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       also learns from their scripted demonstrations; rollouts skip them.
     entity_tokens: every entity name and year of the world is one piece.
     vocab_model_type: SentencePiece 'unigram' or 'bpe'.
-    name_masking: models see entity names as per-text placeholders.
+    name_masking: models see entity names as per-text placeholders;
+      'ordered_years' numbers a text's years after its names, earliest first.
     only_acceptable: train only on candidates the rater rules accept.
     trajectory_filter: None, or 'oracle' (ablation, uses labels): train only on
       trajectories whose final answer is right, on the steps they took.
@@ -175,6 +177,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       the summary that completes the question's chain.
     revise_decisions: guided rollouts may stop (`Terminate`) where the
       summaries answer the question and no sample stops.
+    compare_choices: the rater decides choice questions ("A or B?") by the
+      years the summaries state.
     eval_runs: runs per dev/test question.
     dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.
@@ -204,6 +208,7 @@ def rest(exp_dir: str = gin.REQUIRED,
   """
   from restreact_jax import distributed  # pylint: disable=g-import-not-at-top
   from restreact_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
   from restreact_jax.commands.rollout import as_bool  # pylint: disable=g-import-not-at-top
   from restreact_jax.rest import config as config_lib  # pylint: disable=g-import-not-at-top
   from restreact_jax.rest import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
@@ -240,7 +245,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       seed_fraction=float(seed_fraction), seed_floor=as_bool(seed_floor),
       pilot_questions=int(pilot_questions),
       entity_tokens=as_bool(entity_tokens), vocab_model_type=str(vocab_model_type),
-      name_masking=as_bool(name_masking), only_acceptable=as_bool(only_acceptable),
+      name_masking=masking_lib.as_mode(name_masking), only_acceptable=as_bool(only_acceptable),
       trajectory_filter=(None if trajectory_filter in (None, '', 'none', 'None')
                          else str(trajectory_filter)),
       snippet_chars=int(snippet_chars),
@@ -250,7 +255,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       guided_rollouts=as_bool(guided_rollouts),
       revise_summaries=as_bool(revise_summaries),
       revise_answers=as_bool(revise_answers),
-      revise_decisions=as_bool(revise_decisions),
+      revise_decisions=as_bool(revise_decisions), compare_choices=as_bool(compare_choices),
       eval_runs=int(eval_runs), dev_eval_runs=_opt_int(dev_eval_runs, 'dev_eval_runs'),
       dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),

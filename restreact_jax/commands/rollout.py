@@ -193,7 +193,8 @@ def rollout(exp_dir: str = gin.REQUIRED,
     constrain: decode each step inside its statement's grammar
       (`AgentConfig.constrain`).
     name_masking: the policy reads and writes entity names as placeholders
-      (a policy trained with `rest.name_masking`; the world's names are used).
+      (a policy trained with `rest.name_masking`, and in its mode: True or
+      'ordered_years'; the world's names are used).
     max_concurrent: live agents at most.
     search_backend: 'bm25' or 'http'.
     search_http_config: `HttpSearchConfig` for 'http'.
@@ -235,9 +236,10 @@ def rollout(exp_dir: str = gin.REQUIRED,
                  num_slots=_int(num_slots, 'num_slots'), max_len=max_len,
                  mesh_shape=mesh_shape, openai_base_url=openai_base_url,
                  openai_model=openai_model, api_key_env=api_key_env)
-  if as_bool(name_masking):
-    from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
-    llm = masking_lib.MaskedLLM(llm, masking_lib.from_world(exp_dir))
+  from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
+  masking = masking_lib.as_mode(name_masking, 'name_masking')
+  if masking:
+    llm = masking_lib.MaskedLLM(llm, masking_lib.from_world(exp_dir, mode=masking))
   out = pathlib.Path(under(exp_dir, out_dir) or pathlib.Path(exp_dir) / f'gen_{g}' / 'trajectories')
   out.mkdir(parents=True, exist_ok=True)
   if int(process_index) == 0:

@@ -77,11 +77,13 @@ class RankerChooser:
       self._add_revisions(step, context.current_results)
       candidates = candidates_of(step.to_json())
     if self.revise_answers and step.step_type == 'answer':
-      self._add_candidate(step, 'answer', revision.revise_answer(context))
+      self._add_candidate(step, 'answer', revision.revise_answer(
+          context, getattr(self.ranker, 'compare', False)))
       candidates = candidates_of(step.to_json())
     if self.revise_decisions and step.step_type == 'decision':
       self._add_candidate(step, 'decision', revision.revise_decision(
-          context, step.candidates, getattr(self.ranker, 'calculator', False)))
+          context, step.candidates, getattr(self.ranker, 'calculator', False),
+          getattr(self.ranker, 'compare', False)))
       candidates = candidates_of(step.to_json())
     ok = [i for i, c in enumerate(step.candidates) if c.parse['ok']]
     if not ok:

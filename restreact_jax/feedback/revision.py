@@ -23,7 +23,10 @@ and "The answer is X." with X the one name of that sentence the question
 and the earlier summaries do not already name (a year where the question
 asks "when", a name otherwise) — the pilot demonstrations' format.
 It reads only what the policy's summaries selected and never a gold answer;
-questions that offer their answers ("A or B?") are left to the policy. One
+questions that offer their answers ("A or B?") are left to the policy unless
+the rater compares (`compare`): then, where the summaries' years decide it
+(`comparison.expected`), it writes the sentences of the selected links that
+state each option's year, cited, and "The answer is" the right option. One
 that asks for a computed quantity is answered only after the policy has
 calculated (the calculator tool): the sentences of its selected links that
 state the calculation's numbers, cited, and "The answer is R." with R the
@@ -44,6 +47,7 @@ from restreact_jax.agent import demonstrations
 from restreact_jax.agent import prompts
 from restreact_jax.evaluation import matcher
 from restreact_jax.feedback import claims as cl
+from restreact_jax.feedback import comparison
 from restreact_jax.feedback import rule_ranker
 from restreact_jax.feedback import text_overlap as ov
 from restreact_jax.feedback.step_context import StepContext
@@ -183,24 +187,50 @@ def _calculated_answer(ctx: StepContext) -> dict[str, Any] | None:
           'answer': f'{" ".join(cited)} The answer is {last.text}.'}
 
 
-def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
+def _choice_answer(ctx: StepContext) -> dict[str, Any] | None:
+  """The answer to "A or B?": each option's year as a selected link states it.
+
+  None unless the summaries decide the question and a selected link's
+  sentence states each option's year as the summaries do.
+  """
+  question = ctx.question
+  right, found = comparison.expected(question, ctx.summaries), comparison.options(question)
+  if right is None or found is None:
+    return None
+  cited = []
+  for option, other in (found, found[::-1]):
+    year = comparison.option_years(option, other, ctx.summaries)
+    stating = [(r.link_id, s) for r in ctx.selected_links for s in cl.sentences(r.snippet)
+               if comparison.option_years(option, other, [s]) == year]
+    if not stating:
+      return None
+    cited.append(_cite(stating[0][1], stating[0][0]))
+  return {'type': 'Answer', 'thoughts': demonstrations.ANSWER_THOUGHTS,
+          'answer': f'{" ".join(cited)} The answer is {right}.'}
+
+
+def revise_answer(ctx: StepContext, compare: bool = False) -> dict[str, Any] | None:
   """The answer a rater reads off the summary that completes the chain.
 
   Args:
     ctx: an answer step's visible state.
+    compare: answer a choice question ("Who was born first, A or B?") from
+      the years the summaries state (`_choice_answer`).
 
   Returns:
     An `Answer` action — that summary's claim restated by the sentence of its
     selected links that states it, cited, then "The answer is X." (for a
     quantity: the sentences stating the last calculation's numbers and its
-    result) — or None: no summary, a question that offers its answers, a
-    quantity not calculated, or no claim sentence with exactly one new name
-    of the kind asked.
+    result) — or None: no summary, a question that offers its answers (with
+    `compare`: whose summaries do not decide it), a quantity not calculated,
+    or no claim sentence with exactly one new name of the kind asked.
   """
   question = ctx.question
   found_selection = _completing_selection(ctx)
-  if found_selection is None or cl.offers_choice(question):
+  if found_selection is None:
     return None
+  if cl.offers_choice(question):
+    return _choice_answer(ctx) if compare else None
   if rule_ranker.asks_quantity(question):
     return _calculated_answer(ctx)
   selection, earlier = found_selection
@@ -227,20 +257,21 @@ def revise_answer(ctx: StepContext) -> dict[str, Any] | None:
 
 
 def revise_decision(ctx: StepContext, candidates: Sequence[Any],
-                    calculator: bool = False) -> dict[str, Any] | None:
+                    calculator: bool = False, compare: bool = False) -> dict[str, Any] | None:
   """`Terminate` where the summaries answer the question and no sample stops.
 
   Args:
     ctx: a decision step's visible state.
     candidates: the step's candidates (`Candidate`s with their `parse`).
     calculator: the agent has the calculator (`rule_ranker.answer_ready`).
+    compare: the rater decides choice questions (`rule_ranker.answer_ready`).
 
   Returns:
     A `Terminate` action with the pilot demonstrations' thoughts, or None:
     the summaries do not yet answer the question (`rule_ranker.answer_ready`),
     or a parseable sample already stops.
   """
-  if not rule_ranker.answer_ready(ctx, calculator):
+  if not rule_ranker.answer_ready(ctx, calculator, compare):
     return None
   if any(c.parse['ok'] and (c.parse.get('action') or {}).get('type') == 'Terminate'
          for c in candidates):

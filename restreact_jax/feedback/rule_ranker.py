@@ -31,7 +31,9 @@ links, the answer under check):
   from such a clause about a relation the question asks for and (unless the
   question offers a choice) not a name of the question; the summaries must
   state (nearly) every relation the question asks for (also what makes
-  `Terminate` ready);
+  `Terminate` ready). A rater that compares (`RuleRanker(compare=True)`)
+  also rejects the option of a choice question ("Who was born first, A or
+  B?") that the summaries' years make wrong (`comparison.expected`);
 * every step: taken after a summary that fails the claim rules, it is
   penalised (the same for all its candidates, so it only filters): the state
   it was taken in is unsound — later queries chase a misstated entity;
@@ -51,6 +53,7 @@ from typing import Any, Sequence
 
 from restreact_jax.agent import calculator
 from restreact_jax.feedback import claims as cl
+from restreact_jax.feedback import comparison
 from restreact_jax.feedback import text_overlap as ov
 from restreact_jax.feedback.rankers import Ranking, SequentialRanker, order_by_scores
 from restreact_jax.feedback.step_context import Candidate, StepContext
@@ -109,11 +112,23 @@ class RuleWeights:
   unsound_history: float = -1.0   # an earlier summary fails the claim rules
   incomplete_chain: float = -1.5  # answering before the summaries state what is asked
   garbled: float = -1.5           # a claim sentence repeats itself
+  wrong_choice: float = -2.0      # the option of "A or B?" the summaries' years make wrong
 
 
 def asks_quantity(question: str) -> bool:
   """Whether the question's answer is a computed quantity (age, difference, ...)."""
   return bool(_ASKS_NUMBER.search(question))
+
+
+def wrong_choice(question: str, summaries: Sequence[str], concluded: frozenset[str]) -> bool:
+  """Whether a conclusion picks the option the summaries' years make wrong."""
+  right = comparison.expected(question, summaries)
+  found = comparison.options(question)
+  if right is None or found is None:
+    return False
+  other = found[1] if right == found[0] else found[0]
+  return (comparison.concludes(other, right, concluded)
+          and not comparison.concludes(right, other, concluded))
 
 
 def past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
@@ -156,25 +171,31 @@ def expression_numbers(expression: str) -> list[float]:
           if isinstance(n, ast.Constant) and type(n.value) in (int, float)]
 
 
-def stated_question(ctx: StepContext, calculator: bool = False) -> str:
-  """What the summaries must state: the question, or with the calculator a
-  quantity question read for the years it is computed from (`claims.as_computed`)."""
+def stated_question(ctx: StepContext, calculator: bool = False, compare: bool = False) -> str:
+  """What the summaries must state: the question; with the calculator a
+  quantity question read for the years it is computed from (`claims.as_computed`);
+  comparing, a choice question read for the dated relation (`comparison.as_compared`)."""
   if calculator and asks_quantity(ctx.question):
     return cl.as_computed(ctx.question)
+  if compare:
+    return comparison.as_compared(ctx.question)
   return ctx.question
 
 
-def answer_ready(ctx: StepContext, calculator: bool = False) -> bool:
+def answer_ready(ctx: StepContext, calculator: bool = False, compare: bool = False) -> bool:
   """Whether the summaries so far already answer the question (label-free).
 
   The summaries must cover most of the question's content tokens and state
   (nearly) every relation it asks for, and the latest summary must contain an
   answer-like span. With the calculator, a question that `stated_question`
   reads for its calculation ("How old ...", not "Who is older, A or B?") is
-  ready only once a calculation has succeeded.
+  ready only once a calculation has succeeded. Comparing, a choice question
+  is ready once the summaries decide it (`comparison.expected`).
   """
   if not ctx.summaries or not any(s.strip() for s in ctx.summaries):
     return False
+  if compare and comparison.compares(ctx.question):
+    return comparison.expected(ctx.question, ctx.summaries) is not None
   question = stated_question(ctx, calculator)
   if question != ctx.question and not any(c.ok for c in past_calculations(ctx)):
     return False
@@ -196,21 +217,25 @@ class RuleRanker(SequentialRanker):
     calculator: the agent has the calculator tool: a quantity question ("How
       old was X when ...") asks the summaries for the years it is computed
       from, and is answered from a calculation (`stated_question`).
+    compare: a choice question ("Who is older, A or B?") asks the summaries
+      for each option's year, is ready to answer once they decide it, and
+      its answer must conclude the option they make right (`comparison`).
   """
 
   def __init__(self, weights: RuleWeights | None = None, name: str = 'rules',
-               calculator: bool = False):
+               calculator: bool = False, compare: bool = False):
     self.w = weights or RuleWeights()
     self.name = name
     self.calculator = calculator
+    self.compare = compare
 
   # -- per step type -------------------------------------------------------
 
   def _decision(self, ctx: StepContext, a: dict[str, Any], s: dict[str, float]) -> None:
-    ready = answer_ready(ctx, self.calculator)
+    ready = answer_ready(ctx, self.calculator, self.compare)
     if a['type'] == 'Search':
       query = str(a.get('query', ''))
-      asked = stated_question(ctx, self.calculator)
+      asked = stated_question(ctx, self.calculator, self.compare)
       s['query_grounding'] = self.w.grounding * ov.support(query, [asked, *ctx.summaries])
       qn = _norm_query(query)
       if qn and any(qn == _norm_query(p) or ov.overlap(query, p) >= 0.8 for p in ctx.queries):
@@ -265,7 +290,7 @@ class RuleRanker(SequentialRanker):
       s['claim_support'] = self.w.grounding * frac * ov.support(
           summary, [f'{r.link_text} {r.snippet}' for r in chosen])
       s['relevance'] = self.w.relevance * frac if frac == 1 else self.w.off_topic * (1 - frac)
-      s.update(self._summary_rules(stated_question(ctx, self.calculator), summary,
+      s.update(self._summary_rules(stated_question(ctx, self.calculator, self.compare), summary,
                                    [f'{r.link_text}. {r.snippet}' for r in chosen], ctx.summaries))
     elif cited:
       s['ids'] = self.w.bad_ids
@@ -298,7 +323,7 @@ class RuleRanker(SequentialRanker):
       summary = str(a.get('grounded_summarization', ''))
       links = a.get('selected_links') or ()
       sources = [f'{r.link_text}. {r.snippet}' for r in links]
-      if links and self._summary_rules(stated_question(ctx, self.calculator), summary,
+      if links and self._summary_rules(stated_question(ctx, self.calculator, self.compare), summary,
                                        sources, earlier):
         return False
       earlier.append(summary)
@@ -318,8 +343,12 @@ class RuleRanker(SequentialRanker):
       s[prefix + 'garbled'] = self.w.garbled
     if cl.claims(answer) and not cl.entailed(answer, sources):
       s[prefix + 'unstated_claim'] = self.w.unstated_claim
-    stated = stated_question(ctx, self.calculator)
-    if not cl.complete(stated, ctx.summaries):
+    stated = stated_question(ctx, self.calculator, self.compare)
+    if self.compare and comparison.compares(ctx.question):
+      complete = comparison.expected(ctx.question, ctx.summaries) is not None
+    else:
+      complete = cl.complete(stated, ctx.summaries)
+    if not complete:
       s[prefix + 'incomplete_chain'] = self.w.incomplete_chain
     concluded = cl.conclusion_names(answer)
     if concluded:
@@ -329,6 +358,8 @@ class RuleRanker(SequentialRanker):
       new = concluded - cl.read(ctx.question)[0]
       if not concluded <= shown or not (new or cl.offers_choice(ctx.question)):
         s[prefix + 'unsupported_conclusion'] = self.w.unsupported_conclusion
+      if self.compare and wrong_choice(ctx.question, ctx.summaries, concluded):
+        s[prefix + 'wrong_choice'] = self.w.wrong_choice
 
   def _answer_quality(self, ctx: StepContext, answer: str, s: dict[str, float], prefix: str = '') -> None:
     s[prefix + 'support'] = self.w.grounding * ov.support(answer, _evidence(ctx))

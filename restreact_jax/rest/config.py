@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from restreact_jax import errors
+from restreact_jax.agent import name_masking as masking_lib
 from restreact_jax.models import prune
 from restreact_jax.rest import pretrained as pretrained_lib
 from restreact_jax.rest.phases import AgentSettings, TrainSettings
@@ -104,6 +105,8 @@ class RestConfig:
     name_masking: the models read and write entity names as placeholders
       numbered per text (`agent.name_masking`); corpus, seed and ranked
       examples are written masked, rollouts mask and unmask around the model.
+      'ordered_years': the same, a text's years numbered after its names,
+      earliest first (the smaller placeholder is the earlier year).
     only_acceptable: train only on candidates the rater rules accept (the
       label-free "filter bad actions"; see `rest.mixture`).
     trajectory_filter: None, or 'oracle' (an ablation that uses labels): train
@@ -133,6 +136,10 @@ class RestConfig:
     revise_decisions: with `guided_rollouts`, the rater also offers
       `Terminate` at a decision step whose summaries already answer the
       question when no sample stops (`feedback.revision.revise_decision`).
+    compare_choices: the rater (ranking, guided rollouts, revised answers)
+      decides choice questions ("Who was born first, A or B?") by the years
+      the summaries state: it rejects the wrong option and writes the right
+      one (`feedback.comparison`). Label-free.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
       `eval_runs`).
@@ -204,7 +211,7 @@ class RestConfig:
   seed_floor: bool = False
   pilot_questions: int = 0
   entity_tokens: bool = False
-  name_masking: bool = False
+  name_masking: bool | str = False
   only_acceptable: bool = False
   trajectory_filter: str | None = None
   snippet_chars: int = 200
@@ -214,6 +221,7 @@ class RestConfig:
   revise_summaries: bool = False
   revise_answers: bool = False
   revise_decisions: bool = False
+  compare_choices: bool = False
   vocab_model_type: str = 'unigram'
   eval_runs: int = 3
   dev_eval_runs: int | None = None
@@ -247,9 +255,10 @@ class RestConfig:
                                f'({", ".join(self.models)})')
     if self.policy_size in self.student_sizes:
       raise errors.UserError('rest.student_sizes must not contain the policy size')
+    masking_lib.as_mode(self.name_masking)
     if self.pretrained_base:
       base = pretrained_lib.load(self.pretrained_base)
-      if bool(base.manifest.get('name_masking')) != self.name_masking:
+      if bool(base.manifest.get('name_masking')) != bool(self.name_masking):
         raise errors.UserError(
             f'rest.pretrained_base {base.root} was trained with name_masking='
             f'{bool(base.manifest.get("name_masking"))}; set rest.name_masking to match')

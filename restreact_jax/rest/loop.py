@@ -215,7 +215,7 @@ class _Steps:
         symbols += phases.entity_symbols(entities)
       if cfg.name_masking:
         from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
-        corpus = phases.write_masked_corpus(out, self.root)
+        corpus = phases.write_masked_corpus(out, self.root, cfg.name_masking)
         symbols += name_masking.PLACEHOLDERS
       if base is not None:
         from restreact_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
@@ -372,7 +372,8 @@ class _Steps:
                      repeats: int, seed: int, limit: int | None,
                      num_samples: int | None = None, temperature: float | None = None,
                      guided: bool = False, revise: bool = False, revise_answers: bool = False,
-                     revise_decisions: bool = False, first: int = 0) -> Any:
+                     revise_decisions: bool = False, compare: bool = False,
+                     first: int = 0) -> Any:
     agent = self.cfg.agent_for(policy.size)
     if num_samples:
       agent = dataclasses.replace(agent, num_samples=int(num_samples))
@@ -390,7 +391,8 @@ class _Steps:
             repeats=repeats, seed=seed, agent=agent, limit=limit, first=first,
             progress=self.cfg.progress, name_masking=self.cfg.name_masking,
             snippet_chars=self.cfg.snippet_chars, guided=guided, revise=revise,
-            revise_answers=revise_answers, revise_decisions=revise_decisions, desc=name),
+            revise_answers=revise_answers, revise_decisions=revise_decisions,
+            compare=compare, desc=name),
         output=output, resumable=True, deps=deps,
         config={'policy': policy.describe(), 'questions': questions, 'repeats': repeats,
                 # Only when on, so that existing experiments keep their fingerprints.
@@ -398,6 +400,7 @@ class _Steps:
                 **({'revise': True} if revise else {}),
                 **({'revise_answers': True} if revise_answers else {}),
                 **({'revise_decisions': True} if revise_decisions else {}),
+                **({'compare': True} if compare and guided else {}),
                 **({'first': first} if first else {}),
                 'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
@@ -428,7 +431,8 @@ class _Steps:
                         self.cfg.rollout_num_samples, self.cfg.rollout_temperature,
                         guided=self.cfg.guided_rollouts, revise=self.cfg.revise_summaries,
                         revise_answers=self.cfg.revise_answers,
-                        revise_decisions=self.cfg.revise_decisions, first=first)
+                        revise_decisions=self.cfg.revise_decisions,
+                        compare=self.cfg.compare_choices, first=first)
 
   def rank(self, g: int) -> None:
     cfg = self.cfg
@@ -439,13 +443,14 @@ class _Steps:
         out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories', ranker_name=ranker,
         rule_weight=cfg.rule_weight, consistency_weight=cfg.consistency_weight,
         questions_path=self.root / 'world' / 'questions' / 'train.jsonl',
-        progress=cfg.progress, tools=cfg.agent.tools),
+        progress=cfg.progress, tools=cfg.agent.tools, compare=cfg.compare_choices),
              output=f'gen_{g}/rankings', deps=[f'gen_{g}/rollout'],
              config={'ranker': ranker, 'rule_weight': cfg.rule_weight,
                      'consistency_weight': cfg.consistency_weight,
                      # Only with the calculator, so that other experiments
                      # keep their fingerprints.
-                     **({'calculator': True} if 'calculator' in cfg.agent.tools else {})})
+                     **({'calculator': True} if 'calculator' in cfg.agent.tools else {}),
+                     **({'compare': True} if cfg.compare_choices else {})})
 
   def mixture(self, g: int) -> dict[str, Any]:
     lengths = self.cfg.finetune_for(g).task_feature_lengths

@@ -220,7 +220,7 @@ def build_search_index(out: pathlib.Path, corpus: pathlib.Path) -> dict[str, Any
 def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
                pilot_questions: int = 0, results_per_search: int = 3,
                max_searches: int = 10, tools: Sequence[str] = ('search',),
-               name_masking: bool = False, snippet_chars: int = 200) -> dict[str, Any]:
+               name_masking: bool | str = False, snippet_chars: int = 200) -> dict[str, Any]:
   """Gen 0's training data, and the training questions the loop may use unlabeled.
 
   The last `pilot_questions` training questions are the labelled pilot: each
@@ -259,7 +259,7 @@ def write_seed(out: pathlib.Path, exemplar_set: str, *, exp_dir: pathlib.Path,
   with open(out / 'train_unlabeled.jsonl', 'w', encoding='utf-8') as f:
     for q in unlabeled:
       f.write(json.dumps(q, sort_keys=True) + '\n')
-  transform = masker(exp_dir).mask_pair if name_masking else None
+  transform = masker(exp_dir, name_masking).mask_pair if name_masking else None
   result = rest_tasks.write_seed(out, exemplar_set, demos, max_searches, tools, transform)
   result.update({'pilot_demonstrations': len(demos), 'pilot_skipped': skipped,
                  'unlabeled_questions': len(unlabeled)})
@@ -285,16 +285,20 @@ def write_heldout(out: pathlib.Path, unlabeled_path: pathlib.Path, start: int
   return {'questions': len(heldout), 'first': heldout[0].get('id'), 'last': heldout[-1].get('id')}
 
 
-def masker(exp_dir: pathlib.Path):
-  """The world's `NameMasker` (every entity name of `world/entities.jsonl`)."""
+def masker(exp_dir: pathlib.Path, mode: bool | str = True):
+  """The world's `NameMasker` (every entity name and year of `world/entities.jsonl`).
+
+  `mode` is `rest.name_masking` (`agent.name_masking.MODES`).
+  """
   from restreact_jax.agent import name_masking  # pylint: disable=g-import-not-at-top
-  return name_masking.from_world(exp_dir)
+  return name_masking.from_world(exp_dir, mode=mode)
 
 
-def write_masked_corpus(out: pathlib.Path, exp_dir: pathlib.Path) -> pathlib.Path:
+def write_masked_corpus(out: pathlib.Path, exp_dir: pathlib.Path,
+                        mode: bool | str = True) -> pathlib.Path:
   """`out/corpus_masked.jsonl`: every passage with its names masked (own table)."""
   from restreact_jax import jsonl  # pylint: disable=g-import-not-at-top
-  m = masker(exp_dir)
+  m = masker(exp_dir, mode)
   path = out / 'corpus_masked.jsonl'
   with open(path, 'w', encoding='utf-8') as f:
     for doc in jsonl.iter_jsonl(pathlib.Path(exp_dir) / 'world' / 'corpus.jsonl'):
@@ -497,10 +501,10 @@ def make_llm(exp_dir: pathlib.Path, policy: Policy, models: Mapping[str, Any],
 def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             models: Mapping[str, Any], vocab_path: str | None, questions_path: pathlib.Path,
             repeats: int, seed: int, agent: AgentSettings, limit: int | None,
-            progress: bool, name_masking: bool = False,
+            progress: bool, name_masking: bool | str = False,
             snippet_chars: int = 200, guided: bool = False,
             revise: bool = False, revise_answers: bool = False,
-            revise_decisions: bool = False,
+            revise_decisions: bool = False, compare: bool = False,
             first: int = 0, desc: str = 'rollout') -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
 
@@ -513,8 +517,9 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   (`feedback.guided`), not the lowest perplexity; with `revise` the rater
   may also pick a grounded revision of a summary (`feedback.revision`), with
   `revise_answers` the answer it reads off the summaries, with
-  `revise_decisions` a `Terminate` once the summaries answer the question.
-  `desc` labels the progress bar.
+  `revise_decisions` a `Terminate` once the summaries answer the question;
+  with `compare` the rater decides choice questions by the summaries' years
+  (`rule_ranker.RuleRanker`). `desc` labels the progress bar.
 
   Returns:
     Counts of the whole directory (not only this run's part), so a resumed
@@ -545,13 +550,13 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   llm = make_llm(exp_dir, policy, models, vocab_path, agent)
   if name_masking:
     from restreact_jax.agent import name_masking as masking_lib  # pylint: disable=g-import-not-at-top
-    llm = masking_lib.MaskedLLM(llm, masker(exp_dir))
+    llm = masking_lib.MaskedLLM(llm, masker(exp_dir, name_masking))
   chooser = None
   if guided:
     from restreact_jax.feedback import guided as guided_lib  # pylint: disable=g-import-not-at-top
     from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
-    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(calculator=prompts.has_calculator(
-        agent.tools)), revise=revise,
+    chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(
+        calculator=prompts.has_calculator(agent.tools), compare=compare), revise=revise,
                                        revise_answers=revise_answers,
                                        revise_decisions=revise_decisions)
   rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
@@ -608,24 +613,26 @@ def judge_rollouts(out: pathlib.Path, *, rollouts: pathlib.Path, questions_path:
 
 def make_ranker(name: str, trajectories: Sequence[Mapping[str, Any]], *,
                 rule_weight: float, consistency_weight: float,
-                questions_path: pathlib.Path | None = None, calculator: bool = False):
+                questions_path: pathlib.Path | None = None, calculator: bool = False,
+                compare: bool = False):
   """The ranker by name.
 
   'default' is label-free: the rater rules plus self-consistency, weighted.
   'oracle' reads gold answers and is for ablations only (every row it makes
-  says `oracle: true`). `calculator`: the agent had the calculator
-  (`rule_ranker.RuleRanker`).
+  says `oracle: true`). `calculator`: the agent had the calculator;
+  `compare`: the rater decides choice questions (`rule_ranker.RuleRanker`).
   """
   from restreact_jax.feedback import consistency  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import oracle  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
   if name == 'default':
-    return rankers.WeightedRanker([(rule_ranker.RuleRanker(calculator=calculator), rule_weight),
+    rules = rule_ranker.RuleRanker(calculator=calculator, compare=compare)
+    return rankers.WeightedRanker([(rules, rule_weight),
                                    (consistency.SelfConsistencyRanker(trajectories),
                                     consistency_weight)])
   if name == 'rules':
-    return rule_ranker.RuleRanker(calculator=calculator)
+    return rule_ranker.RuleRanker(calculator=calculator, compare=compare)
   if name == 'consistency':
     return consistency.SelfConsistencyRanker(trajectories)
   if name == 'oracle':
@@ -640,11 +647,13 @@ def make_ranker(name: str, trajectories: Sequence[Mapping[str, Any]], *,
 
 def rank(out: pathlib.Path, *, trajectories_dir: pathlib.Path, ranker_name: str,
          rule_weight: float, consistency_weight: float, questions_path: pathlib.Path,
-         progress: bool, tools: Sequence[str] = ('search',)) -> dict[str, Any]:
+         progress: bool, tools: Sequence[str] = ('search',),
+         compare: bool = False) -> dict[str, Any]:
   """Ranks every step's candidates; writes `rankings.jsonl` into `out`.
 
   `tools`: the agent's tools (with the calculator, the rater reads quantity
-  questions for the years a calculation needs).
+  questions for the years a calculation needs). `compare`: the rater decides
+  choice questions by the summaries' years.
   """
   from restreact_jax.agent import prompts  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
@@ -655,11 +664,11 @@ def rank(out: pathlib.Path, *, trajectories_dir: pathlib.Path, ranker_name: str,
   calculator = prompts.has_calculator(tools)
   ranker = make_ranker(ranker_name, trajectories, rule_weight=rule_weight,
                        consistency_weight=consistency_weight, questions_path=questions_path,
-                       calculator=calculator)
+                       calculator=calculator, compare=compare)
   ranked = rankers.rank_trajectories(ranker, trajectories, progress=progress)
   # Label-free quality flags beside every ranking (the mixture may filter on
   # them): which candidates the rater rules accept.
-  rules = rule_ranker.RuleRanker(calculator=calculator)
+  rules = rule_ranker.RuleRanker(calculator=calculator, compare=compare)
   with open(out / 'rankings.jsonl', 'w', encoding='utf-8') as f:
     for context, candidates, ranking in ranked:
       row = rankers.ranking_row(context, ranking)
@@ -707,7 +716,7 @@ def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
                   rankings_dir: pathlib.Path, vocab_path: str | None,
                   max_input_length: int | None, max_target_length: int | None,
                   exp_dir: pathlib.Path | None = None,
-                  name_masking: bool = False, only_acceptable: bool = False,
+                  name_masking: bool | str = False, only_acceptable: bool = False,
                   trajectory_filter: str | None = None,
                   questions_path: pathlib.Path | None = None) -> dict[str, Any]:
   """Per-step-type TFRecords + `stats.json` into `out`, with the rankings beside them.
@@ -721,7 +730,7 @@ def build_mixture(out: pathlib.Path, *, trajectories_dir: pathlib.Path,
   """
   from restreact_jax.rest import mixture  # pylint: disable=g-import-not-at-top
   length_fn = token_length_fn(vocab_path)
-  m = masker(exp_dir) if name_masking else None
+  m = masker(exp_dir, name_masking) if name_masking else None
   if m is not None:
     plain_length_fn = length_fn
     length_fn = lambda text: plain_length_fn(m.mask(text, m.table(text)))  # noqa: E731
