@@ -205,6 +205,27 @@ def test_training_rollouts_may_sample_differently_from_evaluation(tmp_path, monk
   assert other.fingerprint_of('gen_1/rollout') != exp.fingerprint_of('gen_1/rollout')
 
 
+def test_a_typing_rater_reaches_the_rollouts_and_the_ranking_and_their_fingerprints(
+    tmp_path, monkeypatch):
+  seen = []
+  monkeypatch.setattr(phases, 'rollout', lambda out, *, typed, **kw: seen.append(
+      ('rollout', typed)) or {})
+  monkeypatch.setattr(phases, 'rank', lambda out, *, typed, **kw: seen.append(
+      ('rank', typed)) or {})
+  policy = phases.Policy('gen_0/s', 0, 's', 'gen_0/models/s')
+  fingerprints = {}
+  for typed in (False, True):
+    exp = _with_gen_0(tmp_path / str(typed))
+    cfg = _config(guided_rollouts=True, typed_answers=typed)
+    steps = loop._Steps(cfg, exp, loop.Runner(exp, log=lambda _: None), '',  # pylint: disable=protected-access
+                        lambda _: None)
+    steps.rollout(1, policy)
+    steps.rank(1)
+    fingerprints[typed] = [exp.fingerprint_of(p) for p in ('gen_1/rollout', 'gen_1/rank')]
+  assert seen == [('rollout', False), ('rank', False), ('rollout', True), ('rank', True)]
+  assert all(a != b for a, b in zip(*fingerprints.values()))
+
+
 class _RecordingSteps:
   """Stands in for the loop's phases: records which models are trained from what."""
   calls: list = []

@@ -82,6 +82,7 @@ def rest(exp_dir: str = gin.REQUIRED,
          revise_answers: bool | str = False,
          revise_decisions: bool | str = False,
          compare_choices: bool | str = False,
+         typed_answers: bool | str = False,
          vocab_model_type: str = 'unigram',
          eval_runs: int = 3,
          dev_eval_runs: int | None = None,
@@ -179,6 +180,8 @@ def rest(exp_dir: str = gin.REQUIRED,
       summaries answer the question and no sample stops.
     compare_choices: the rater decides choice questions ("A or B?") by the
       years the summaries state.
+    typed_answers: the rater rejects an answer of the wrong kind (a name for
+      "When ...?", a bare year for "Who ...?").
     eval_runs: runs per dev/test question.
     dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.
@@ -256,6 +259,7 @@ def rest(exp_dir: str = gin.REQUIRED,
       revise_summaries=as_bool(revise_summaries),
       revise_answers=as_bool(revise_answers),
       revise_decisions=as_bool(revise_decisions), compare_choices=as_bool(compare_choices),
+      typed_answers=as_bool(typed_answers),
       eval_runs=int(eval_runs), dev_eval_runs=_opt_int(dev_eval_runs, 'dev_eval_runs'),
       dev_eval_students=as_bool(dev_eval_students),
       test_all_generations=as_bool(test_all_generations),

@@ -33,7 +33,10 @@ links, the answer under check):
   state (nearly) every relation the question asks for (also what makes
   `Terminate` ready). A rater that compares (`RuleRanker(compare=True)`)
   also rejects the option of a choice question ("Who was born first, A or
-  B?") that the summaries' years make wrong (`comparison.expected`);
+  B?") that the summaries' years make wrong (`comparison.expected`); a
+  rater that types answers (`RuleRanker(typed=True)`) rejects a conclusion
+  of the wrong kind: a name where "when" or "what year" asks for a number,
+  a bare year where "who", "where" or "which" asks for a name;
 * every step: taken after a summary that fails the claim rules, it is
   penalised (the same for all its candidates, so it only filters): the state
   it was taken in is unsound — later queries chase a misstated entity;
@@ -113,6 +116,7 @@ class RuleWeights:
   incomplete_chain: float = -1.5  # answering before the summaries state what is asked
   garbled: float = -1.5           # a claim sentence repeats itself
   wrong_choice: float = -2.0      # the option of "A or B?" the summaries' years make wrong
+  mistyped_answer: float = -2.0   # "The answer is X" with X not the kind the question asks for
 
 
 def asks_quantity(question: str) -> bool:
@@ -129,6 +133,21 @@ def wrong_choice(question: str, summaries: Sequence[str], concluded: frozenset[s
   other = found[1] if right == found[0] else found[0]
   return (comparison.concludes(other, right, concluded)
           and not comparison.concludes(right, other, concluded))
+
+
+def mistyped_answer(question: str, concluded: frozenset[str]) -> bool:
+  """Whether a conclusion is not the kind of thing the question asks for.
+
+  A question asking for a number ("When was ...", "In what year ...", "How
+  old ...": `text_overlap.asks_number`) must conclude something with a
+  digit; any other question (who, where, which city, which of A or B) must
+  not conclude only numbers. No conclusion is not mistyped (other rules
+  judge it).
+  """
+  if not concluded:
+    return False
+  numeric = [any(ch.isdigit() for ch in name) for name in concluded]
+  return not any(numeric) if ov.asks_number(question) else all(numeric)
 
 
 def past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
@@ -220,14 +239,17 @@ class RuleRanker(SequentialRanker):
     compare: a choice question ("Who is older, A or B?") asks the summaries
       for each option's year, is ready to answer once they decide it, and
       its answer must conclude the option they make right (`comparison`).
+    typed: an answer's conclusion must be the kind the question asks for
+      (`mistyped_answer`).
   """
 
   def __init__(self, weights: RuleWeights | None = None, name: str = 'rules',
-               calculator: bool = False, compare: bool = False):
+               calculator: bool = False, compare: bool = False, typed: bool = False):
     self.w = weights or RuleWeights()
     self.name = name
     self.calculator = calculator
     self.compare = compare
+    self.typed = typed
 
   # -- per step type -------------------------------------------------------
 
@@ -360,6 +382,8 @@ class RuleRanker(SequentialRanker):
         s[prefix + 'unsupported_conclusion'] = self.w.unsupported_conclusion
       if self.compare and wrong_choice(ctx.question, ctx.summaries, concluded):
         s[prefix + 'wrong_choice'] = self.w.wrong_choice
+      if self.typed and mistyped_answer(ctx.question, concluded):
+        s[prefix + 'mistyped_answer'] = self.w.mistyped_answer
 
   def _answer_quality(self, ctx: StepContext, answer: str, s: dict[str, float], prefix: str = '') -> None:
     s[prefix + 'support'] = self.w.grounding * ov.support(answer, _evidence(ctx))

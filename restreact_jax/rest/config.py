@@ -140,6 +140,10 @@ class RestConfig:
       decides choice questions ("Who was born first, A or B?") by the years
       the summaries state: it rejects the wrong option and writes the right
       one (`feedback.comparison`). Label-free.
+    typed_answers: the rater (ranking, guided rollouts) rejects an answer
+      whose conclusion is not the kind the question asks for: a name for
+      "When ...?", a bare year for "Who / Where / Which ...?"
+      (`rule_ranker.mistyped_answer`). Label-free.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
       `eval_runs`).
@@ -222,6 +226,7 @@ class RestConfig:
   revise_answers: bool = False
   revise_decisions: bool = False
   compare_choices: bool = False
+  typed_answers: bool = False
   vocab_model_type: str = 'unigram'
   eval_runs: int = 3
   dev_eval_runs: int | None = None

@@ -373,7 +373,7 @@ class _Steps:
                      num_samples: int | None = None, temperature: float | None = None,
                      guided: bool = False, revise: bool = False, revise_answers: bool = False,
                      revise_decisions: bool = False, compare: bool = False,
-                     first: int = 0) -> Any:
+                     typed: bool = False, first: int = 0) -> Any:
     agent = self.cfg.agent_for(policy.size)
     if num_samples:
       agent = dataclasses.replace(agent, num_samples=int(num_samples))
@@ -392,7 +392,7 @@ class _Steps:
             progress=self.cfg.progress, name_masking=self.cfg.name_masking,
             snippet_chars=self.cfg.snippet_chars, guided=guided, revise=revise,
             revise_answers=revise_answers, revise_decisions=revise_decisions,
-            compare=compare, desc=name),
+            compare=compare, typed=typed, desc=name),
         output=output, resumable=True, deps=deps,
         config={'policy': policy.describe(), 'questions': questions, 'repeats': repeats,
                 # Only when on, so that existing experiments keep their fingerprints.
@@ -401,6 +401,7 @@ class _Steps:
                 **({'revise_answers': True} if revise_answers else {}),
                 **({'revise_decisions': True} if revise_decisions else {}),
                 **({'compare': True} if compare and guided else {}),
+                **({'typed': True} if typed and guided else {}),
                 **({'first': first} if first else {}),
                 'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
@@ -432,7 +433,8 @@ class _Steps:
                         guided=self.cfg.guided_rollouts, revise=self.cfg.revise_summaries,
                         revise_answers=self.cfg.revise_answers,
                         revise_decisions=self.cfg.revise_decisions,
-                        compare=self.cfg.compare_choices, first=first)
+                        compare=self.cfg.compare_choices, typed=self.cfg.typed_answers,
+                        first=first)
 
   def rank(self, g: int) -> None:
     cfg = self.cfg
@@ -443,14 +445,16 @@ class _Steps:
         out, trajectories_dir=self.root / f'gen_{g}' / 'trajectories', ranker_name=ranker,
         rule_weight=cfg.rule_weight, consistency_weight=cfg.consistency_weight,
         questions_path=self.root / 'world' / 'questions' / 'train.jsonl',
-        progress=cfg.progress, tools=cfg.agent.tools, compare=cfg.compare_choices),
+        progress=cfg.progress, tools=cfg.agent.tools, compare=cfg.compare_choices,
+        typed=cfg.typed_answers),
              output=f'gen_{g}/rankings', deps=[f'gen_{g}/rollout'],
              config={'ranker': ranker, 'rule_weight': cfg.rule_weight,
                      'consistency_weight': cfg.consistency_weight,
                      # Only with the calculator, so that other experiments
                      # keep their fingerprints.
                      **({'calculator': True} if 'calculator' in cfg.agent.tools else {}),
-                     **({'compare': True} if cfg.compare_choices else {})})
+                     **({'compare': True} if cfg.compare_choices else {}),
+                     **({'typed': True} if cfg.typed_answers else {})})
 
   def mixture(self, g: int) -> dict[str, Any]:
     lengths = self.cfg.finetune_for(g).task_feature_lengths

@@ -504,7 +504,7 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
             progress: bool, name_masking: bool | str = False,
             snippet_chars: int = 200, guided: bool = False,
             revise: bool = False, revise_answers: bool = False,
-            revise_decisions: bool = False, compare: bool = False,
+            revise_decisions: bool = False, compare: bool = False, typed: bool = False,
             first: int = 0, desc: str = 'rollout') -> dict[str, Any]:
   """Rolls `policy` out on a question file into `out` (resumes its shard).
 
@@ -518,7 +518,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
   may also pick a grounded revision of a summary (`feedback.revision`), with
   `revise_answers` the answer it reads off the summaries, with
   `revise_decisions` a `Terminate` once the summaries answer the question;
-  with `compare` the rater decides choice questions by the summaries' years
+  with `compare` the rater decides choice questions by the summaries' years,
+  with `typed` it rejects an answer of the wrong kind
   (`rule_ranker.RuleRanker`). `desc` labels the progress bar.
 
   Returns:
@@ -556,7 +557,8 @@ def rollout(out: pathlib.Path, *, exp_dir: pathlib.Path, policy: Policy,
     from restreact_jax.feedback import guided as guided_lib  # pylint: disable=g-import-not-at-top
     from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
     chooser = guided_lib.RankerChooser(rule_ranker.RuleRanker(
-        calculator=prompts.has_calculator(agent.tools), compare=compare), revise=revise,
+        calculator=prompts.has_calculator(agent.tools), compare=compare, typed=typed),
+                                       revise=revise,
                                        revise_answers=revise_answers,
                                        revise_decisions=revise_decisions)
   rollout_lib.rollout(llm, tool, questions, out_dir=out, prompter=prompter, config=config,
@@ -614,25 +616,26 @@ def judge_rollouts(out: pathlib.Path, *, rollouts: pathlib.Path, questions_path:
 def make_ranker(name: str, trajectories: Sequence[Mapping[str, Any]], *,
                 rule_weight: float, consistency_weight: float,
                 questions_path: pathlib.Path | None = None, calculator: bool = False,
-                compare: bool = False):
+                compare: bool = False, typed: bool = False):
   """The ranker by name.
 
   'default' is label-free: the rater rules plus self-consistency, weighted.
   'oracle' reads gold answers and is for ablations only (every row it makes
   says `oracle: true`). `calculator`: the agent had the calculator;
-  `compare`: the rater decides choice questions (`rule_ranker.RuleRanker`).
+  `compare`: the rater decides choice questions, `typed`: it rejects answers
+  of the wrong kind (`rule_ranker.RuleRanker`).
   """
   from restreact_jax.feedback import consistency  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import oracle  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rule_ranker  # pylint: disable=g-import-not-at-top
   if name == 'default':
-    rules = rule_ranker.RuleRanker(calculator=calculator, compare=compare)
+    rules = rule_ranker.RuleRanker(calculator=calculator, compare=compare, typed=typed)
     return rankers.WeightedRanker([(rules, rule_weight),
                                    (consistency.SelfConsistencyRanker(trajectories),
                                     consistency_weight)])
   if name == 'rules':
-    return rule_ranker.RuleRanker(calculator=calculator, compare=compare)
+    return rule_ranker.RuleRanker(calculator=calculator, compare=compare, typed=typed)
   if name == 'consistency':
     return consistency.SelfConsistencyRanker(trajectories)
   if name == 'oracle':
@@ -648,12 +651,13 @@ def make_ranker(name: str, trajectories: Sequence[Mapping[str, Any]], *,
 def rank(out: pathlib.Path, *, trajectories_dir: pathlib.Path, ranker_name: str,
          rule_weight: float, consistency_weight: float, questions_path: pathlib.Path,
          progress: bool, tools: Sequence[str] = ('search',),
-         compare: bool = False) -> dict[str, Any]:
+         compare: bool = False, typed: bool = False) -> dict[str, Any]:
   """Ranks every step's candidates; writes `rankings.jsonl` into `out`.
 
   `tools`: the agent's tools (with the calculator, the rater reads quantity
   questions for the years a calculation needs). `compare`: the rater decides
-  choice questions by the summaries' years.
+  choice questions by the summaries' years; `typed`: it rejects answers of
+  the wrong kind.
   """
   from restreact_jax.agent import prompts  # pylint: disable=g-import-not-at-top
   from restreact_jax.feedback import rankers  # pylint: disable=g-import-not-at-top
@@ -664,11 +668,11 @@ def rank(out: pathlib.Path, *, trajectories_dir: pathlib.Path, ranker_name: str,
   calculator = prompts.has_calculator(tools)
   ranker = make_ranker(ranker_name, trajectories, rule_weight=rule_weight,
                        consistency_weight=consistency_weight, questions_path=questions_path,
-                       calculator=calculator, compare=compare)
+                       calculator=calculator, compare=compare, typed=typed)
   ranked = rankers.rank_trajectories(ranker, trajectories, progress=progress)
   # Label-free quality flags beside every ranking (the mixture may filter on
   # them): which candidates the rater rules accept.
-  rules = rule_ranker.RuleRanker(calculator=calculator, compare=compare)
+  rules = rule_ranker.RuleRanker(calculator=calculator, compare=compare, typed=typed)
   with open(out / 'rankings.jsonl', 'w', encoding='utf-8') as f:
     for context, candidates, ranking in ranked:
       row = rankers.ranking_row(context, ranking)
