@@ -74,12 +74,10 @@ def distinct(option: str, other: str) -> frozenset[str]:
 
 def option_years(option: str, other: str, texts: Sequence[str]) -> set[int]:
   """The years stated by the texts' sentences that name `option` and not `other`."""
-  mine, theirs = distinct(option, other), distinct(other, option)
   years: set[int] = set()
   for text in texts:
     for sentence in cl.sentences(text):
-      names = cl.read(sentence)[0]
-      if mine and mine <= names and not (theirs and theirs <= names):
+      if concludes(option, other, cl.read(sentence)[0]):
         years |= {int(y) for y in _YEAR_RE.findall(sentence)}
   return years
 
@@ -101,6 +99,7 @@ def expected(question: str, texts: Sequence[str]) -> str | None:
 
 
 def concludes(option: str, other: str, names: frozenset[str]) -> bool:
-  """Whether conclusion names pick `option` (its own tokens, not the other's)."""
+  """Whether names (a conclusion's, a sentence's) pick `option`: its own
+  tokens, not the other's."""
   mine, theirs = distinct(option, other), distinct(other, option)
   return bool(mine) and mine <= names and not (theirs and theirs <= names)
