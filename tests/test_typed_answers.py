@@ -3,7 +3,8 @@
 import pytest
 
 from restreact_jax.feedback import revision
-from restreact_jax.feedback.rule_ranker import RuleRanker, mistyped_answer
+from restreact_jax.feedback.answer_kind import wrong_number
+from restreact_jax.feedback.rule_ranker import RuleRanker
 from restreact_jax.feedback.step_context import Candidate, StepContext
 from restreact_jax.search.types import ResultItem
 
@@ -32,7 +33,7 @@ SUMMARIES = ('The Frozen Letter was directed by Mira Castell [link_id=1].',
     (CITY, set(), False),             # no conclusion: other rules judge it
 ])
 def test_the_kind_of_answer_a_question_asks_for(question, concluded, mistyped):
-  assert mistyped_answer(question, frozenset(concluded)) is mistyped
+  assert wrong_number(question, frozenset(concluded)) is mistyped
 
 
 def context(question, step_type='answer', answer=None):

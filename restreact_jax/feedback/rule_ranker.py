@@ -35,8 +35,10 @@ links, the answer under check):
   also rejects the option of a choice question ("Who was born first, A or
   B?") that the summaries' years make wrong (`comparison.expected`); a
   rater that types answers (`RuleRanker(typed=True)`) rejects a conclusion
-  of the wrong kind: a name where "when" or "what year" asks for a number,
-  a bare year where "who", "where" or "which" asks for a name;
+  of the wrong kind (`answer_kind`): a name where "when" or "what year" asks
+  for a number, a bare year where "who", "where" or "which" asks for a name,
+  a name the sources call a city where "which country" asks for a country
+  (or a company or a person where "where" asks for a place);
 * every step: taken after a summary that fails the claim rules, it is
   penalised (the same for all its candidates, so it only filters): the state
   it was taken in is unsound — later queries chase a misstated entity;
@@ -55,6 +57,7 @@ import re
 from typing import Any, Sequence
 
 from restreact_jax.agent import calculator
+from restreact_jax.feedback import answer_kind
 from restreact_jax.feedback import claims as cl
 from restreact_jax.feedback import comparison
 from restreact_jax.feedback import text_overlap as ov
@@ -133,21 +136,6 @@ def wrong_choice(question: str, summaries: Sequence[str], concluded: frozenset[s
   other = found[1] if right == found[0] else found[0]
   return (comparison.concludes(other, right, concluded)
           and not comparison.concludes(right, other, concluded))
-
-
-def mistyped_answer(question: str, concluded: frozenset[str]) -> bool:
-  """Whether a conclusion is not the kind of thing the question asks for.
-
-  A question asking for a number ("When was ...", "In what year ...", "How
-  old ...": `text_overlap.asks_number`) must conclude something with a
-  digit; any other question (who, where, which city, which of A or B) must
-  not conclude only numbers. No conclusion is not mistyped (other rules
-  judge it).
-  """
-  if not concluded:
-    return False
-  numeric = [any(ch.isdigit() for ch in name) for name in concluded]
-  return not any(numeric) if ov.asks_number(question) else all(numeric)
 
 
 def past_calculations(ctx: StepContext) -> list[calculator.Calculation]:
@@ -240,7 +228,7 @@ class RuleRanker(SequentialRanker):
       for each option's year, is ready to answer once they decide it, and
       its answer must conclude the option they make right (`comparison`).
     typed: an answer's conclusion must be the kind the question asks for
-      (`mistyped_answer`).
+      (`answer_kind.mistyped`).
   """
 
   def __init__(self, weights: RuleWeights | None = None, name: str = 'rules',
@@ -382,7 +370,7 @@ class RuleRanker(SequentialRanker):
         s[prefix + 'unsupported_conclusion'] = self.w.unsupported_conclusion
       if self.compare and wrong_choice(ctx.question, ctx.summaries, concluded):
         s[prefix + 'wrong_choice'] = self.w.wrong_choice
-      if self.typed and mistyped_answer(ctx.question, concluded):
+      if self.typed and answer_kind.mistyped(ctx.question, answer, sources):
         s[prefix + 'mistyped_answer'] = self.w.mistyped_answer
 
   def _answer_quality(self, ctx: StepContext, answer: str, s: dict[str, float], prefix: str = '') -> None:

@@ -142,8 +142,9 @@ class RestConfig:
       one (`feedback.comparison`). Label-free.
     typed_answers: the rater (ranking, guided rollouts) rejects an answer
       whose conclusion is not the kind the question asks for: a name for
-      "When ...?", a bare year for "Who / Where / Which ...?"
-      (`rule_ranker.mistyped_answer`). Label-free.
+      "When ...?", a bare year for "Who / Where / Which ...?", a name its
+      sources call a city for "Which country ...?", a person or a company
+      for "Where ...?" (`feedback.answer_kind`). Label-free.
     eval_runs: trajectories per dev/test question (runs for mean ± std).
     dev_eval_runs: runs on dev, where they only decide keep/reject (None:
       `eval_runs`).

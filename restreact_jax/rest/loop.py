@@ -33,6 +33,11 @@ from restreact_jax.rest import pretrained as pretrained_lib
 from restreact_jax.rest.config import RestConfig
 from restreact_jax.rest.phases import Policy, TrainSettings
 
+# What the typing rater checks (`feedback.answer_kind`), in the fingerprints of
+# the phases it judges: a rater that checks more redoes them.
+TYPED = 'numbers, entities'
+
+
 def init_phase_for(cfg: RestConfig, g: int, size: str, previous: Policy | None) -> str:
   """The phase whose checkpoint generation g's `size` model starts from.
 
@@ -401,7 +406,7 @@ class _Steps:
                 **({'revise_answers': True} if revise_answers else {}),
                 **({'revise_decisions': True} if revise_decisions else {}),
                 **({'compare': True} if compare and guided else {}),
-                **({'typed': True} if typed and guided else {}),
+                **({'typed': TYPED} if typed and guided else {}),
                 **({'first': first} if first else {}),
                 'masking': self.cfg.name_masking, 'snippet_chars': self.cfg.snippet_chars,
                 'seed': seed, 'agent': agent, 'limit': limit,
@@ -454,7 +459,7 @@ class _Steps:
                      # keep their fingerprints.
                      **({'calculator': True} if 'calculator' in cfg.agent.tools else {}),
                      **({'compare': True} if cfg.compare_choices else {}),
-                     **({'typed': True} if cfg.typed_answers else {})})
+                     **({'typed': TYPED} if cfg.typed_answers else {})})
 
   def mixture(self, g: int) -> dict[str, Any]:
     lengths = self.cfg.finetune_for(g).task_feature_lengths
