@@ -181,7 +181,8 @@ def rest(exp_dir: str = gin.REQUIRED,
     compare_choices: the rater decides choice questions ("A or B?") by the
       years the summaries state.
     typed_answers: the rater rejects an answer of the wrong kind (a name for
-      "When ...?", a bare year for "Who ...?").
+      "When ...?", a bare year for "Who ...?", a city its sources call one
+      for "Which country ...?").
     eval_runs: runs per dev/test question.
     dev_eval_runs: runs per dev question (default: `eval_runs`).
     dev_eval_students: auto-eval the students on dev every generation.
