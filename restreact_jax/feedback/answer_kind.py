@@ -20,14 +20,11 @@ using a label:
 
 from __future__ import annotations
 
-import re
 from typing import Iterable, Sequence
 
 from restreact_jax.feedback import claims as cl
 from restreact_jax.feedback import text_overlap as ov
 
-_WORD_RE = re.compile(r"[^\W_][\w'-]*")
-_CONCLUSION_RE = re.compile(r'^\s*(?:so\s+)?the answer is\b(.*)$', re.IGNORECASE | re.DOTALL)
 ARTICLES = frozenset({'the', 'a', 'an'})
 
 # Kind nouns (and their plurals and synonyms) -> the kind they name.
@@ -55,7 +52,7 @@ PERSON_MARKS = (('was', 'born'), ('is', 'married'), ('was', 'married'), ('marrie
 
 def words(text: str) -> list[str]:
   """The text's words, lower-cased (citations are removed by `claims.sentences`)."""
-  return [w.lower() for w in _WORD_RE.findall(text)]
+  return [w.lower() for w in cl.WORD_RE.findall(text)]
 
 
 def asked_kinds(question: str) -> frozenset[str] | None:
@@ -72,7 +69,7 @@ def asked_kinds(question: str) -> frozenset[str] | None:
     if w in ('which', 'what') and nxt in KINDS:
       kind = KINDS[nxt]
       return PLACES if kind == 'place' else frozenset({kind})
-  starts = {words(s)[0] for s in cl.sentences(question) if words(s)}
+  starts = {ws[0] for ws in map(words, cl.sentences(question)) if ws}
   if 'where' in starts:
     return PLACES
   if 'who' in starts:
@@ -87,11 +84,11 @@ def concluded_name(answer: str) -> tuple[str, ...]:
   answer is", a leading article dropped; empty when there is none.
   """
   for sentence in cl.sentences(answer):
-    m = _CONCLUSION_RE.match(sentence)
+    m = cl.CONCLUSION_RE.match(sentence)
     if not m:
       continue
     run: list[str] = []
-    for word in _WORD_RE.findall(m.group(1)):
+    for word in cl.WORD_RE.findall(sentence[m.end():]):
       if not (word[0].isupper() or word[0].isdigit()):
         break
       run.append(word.lower())
@@ -110,16 +107,17 @@ def _whole(raw: Sequence[str], start: int, end: int) -> bool:
 
 def kinds_called(name: Sequence[str], sources: Iterable[str]) -> frozenset[str]:
   """The kinds the sources call `name` (a word sequence, as `concluded_name`)."""
+  name = tuple(name)
   n = len(name)
   found: set[str] = set()
   if not n:
     return frozenset()
   for source in sources:
     for sentence in cl.sentences(source):
-      raw = _WORD_RE.findall(sentence)
+      raw = cl.WORD_RE.findall(sentence)
       ws = [w.lower() for w in raw]
       for i in range(len(ws) - n + 1):
-        if tuple(ws[i:i + n]) != tuple(name) or not _whole(raw, i, i + n):
+        if tuple(ws[i:i + n]) != name or not _whole(raw, i, i + n):
           continue
         before = ws[max(0, i - 4):i]
         if before and before[-1] in ARTICLES:  # "the film The Paper Summer"

@@ -34,9 +34,9 @@ from restreact_jax.feedback import text_overlap as ov
 
 _CITATION_RE = re.compile(r'\[\s*link[ _]?id\s*=\s*[\d,\s]*\]', re.IGNORECASE)
 _SENTENCE_RE = re.compile(r'(?<=[.!?])\s+')
-_WORD_RE = re.compile(r"[^\W_][\w'-]*")
+WORD_RE = re.compile(r"[^\W_][\w'-]*")
 # "The answer is X": a conclusion, checked as an answer span, not as a claim.
-_CONCLUSION_RE = re.compile(r'^\s*(so\s+)?the answer is\b', re.IGNORECASE)
+CONCLUSION_RE = re.compile(r'^\s*(so\s+)?the answer is\b', re.IGNORECASE)
 # Clause boundaries inside a sentence: one clause states one fact.
 _CLAUSE_RE = re.compile(r'[,;:()]|\b(?:and|who|which|whose|where)\b')
 STEM_LEN = 5
@@ -61,7 +61,7 @@ def sentences(text: str) -> list[str]:
 def read(sentence: str) -> tuple[frozenset[str], frozenset[str]]:
   """A sentence's (names, relation stems); stop words and articles dropped."""
   names, relations = set(), set()
-  for word in _WORD_RE.findall(sentence):
+  for word in WORD_RE.findall(sentence):
     for token in matcher.normalize_tokens(word):
       if token in ov.STOPWORDS:
         continue
@@ -84,7 +84,7 @@ def _stated_by(claim: tuple[frozenset[str], frozenset[str]],
 
 def claims(text: str) -> list[str]:
   """The sentences of a summary or answer that state facts (no conclusion)."""
-  return [s for s in sentences(text) if not _CONCLUSION_RE.match(s)]
+  return [s for s in sentences(text) if not CONCLUSION_RE.match(s)]
 
 
 def repetitive(text: str, n: int = 3) -> bool:
@@ -121,7 +121,7 @@ def entailed(text: str, evidence: Iterable[str]) -> bool:
 
 def _initial_stem(sentence: str) -> frozenset[str]:
   """The stem of a sentence's first word ("Born in X, ..." starts with a relation)."""
-  words = _WORD_RE.findall(sentence)
+  words = WORD_RE.findall(sentence)
   return frozenset(stem(t) for t in matcher.normalize_tokens(words[0])) if words else frozenset()
 
 
@@ -154,8 +154,8 @@ def conclusion_names(text: str) -> frozenset[str]:
   """The names of the text's "The answer is X" sentences (empty if none)."""
   out: set[str] = set()
   for s in sentences(text):
-    if _CONCLUSION_RE.match(s):
-      out |= read(_CONCLUSION_RE.sub('', s))[0]
+    if CONCLUSION_RE.match(s):
+      out |= read(CONCLUSION_RE.sub('', s))[0]
   return frozenset(out)
 
 

@@ -54,7 +54,6 @@ from restreact_jax.feedback.step_context import StepContext
 from restreact_jax.search.types import ResultItem
 
 REVISION = 'revision'
-_WORD_RE = re.compile(r"[^\W_][\w'-]*")
 
 
 def _closest(claim: str, sources: Sequence[tuple[int, str]]) -> tuple[int, str] | None:
@@ -122,7 +121,7 @@ def name_spans(sentence: str, question: str = '') -> list[str]:
   stop word or a relation word of the question ("Born in X, ..." for "where
   was ... born").
   """
-  words = list(_WORD_RE.finditer(sentence))
+  words = list(cl.WORD_RE.finditer(sentence))
   asked = cl.read(question)[1]
   runs: list[list[re.Match[str]]] = []
   for w in words:
